@@ -1,0 +1,3 @@
+from d3hb.cli import main
+
+raise SystemExit(main())
