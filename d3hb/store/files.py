@@ -20,13 +20,17 @@ class File:
     def __repr__(self) -> str:
         return f"<File {self.info.qualified} fof={self.info.fof} {self.info.code}>"
 
-    def write(self, item_id: str | bytes, body: str | bytes) -> None:
-        """Write an item; logged and queued in the same transaction when the rules say so."""
+    def write(self, item_id: str | bytes, body: str | bytes) -> int | None:
+        """Write an item; logged and queued in the same transaction when the rules say so.
+
+        Returns the transaction number it was queued under, None when not logged.
+        """
         iid = check_id(item_id)
         with self.system.transaction():
-            self.system._put(self.info, iid, as_bytes(body), log=None, guard=True)
+            return self.system._put(self.info, iid, as_bytes(body), log=None, guard=True)
 
-    def delete(self, item_id: str | bytes) -> bool:
+    def delete(self, item_id: str | bytes) -> int | None | bool:
+        """Delete an item: False when absent, else its transaction number (None: not logged)."""
         iid = check_id(item_id)
         with self.system.transaction():
             return self.system._drop(self.info, iid, log=None, guard=True)

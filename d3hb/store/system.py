@@ -100,7 +100,6 @@ class System:
         self.conn = conn
         self._depth = 0
         self.local_logging = True  # D3's per-process logging switch (rule 2)
-        self._meta_cache: dict[str, str] = {}
 
     # -- opening --------------------------------------------------------
     @classmethod
@@ -190,7 +189,6 @@ class System:
             yield self.conn
         except BaseException:
             self._depth = 0
-            self._meta_cache.clear()
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
             raise
@@ -199,7 +197,6 @@ class System:
             with schema.translate(self.path.name):
                 self.conn.execute("COMMIT")
         except BaseException:
-            self._meta_cache.clear()
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
             raise
@@ -427,7 +424,7 @@ class System:
         with self.transaction():
             if guard:
                 self._guard(f)
-            n = self.q("DELETE FROM items WHERE fof=?", (f.fof,)).rowcount
+            n = self.conn.execute("DELETE FROM items WHERE fof=?", (f.fof,)).rowcount
             self._log(Kind.CLEAR, f, log=log)
         return n
 
@@ -465,7 +462,7 @@ class System:
                 "write on the master, or promote this system with 'd3hb hot-backup promote NAME'",
             )
 
-    def _put(self, f: FileInfo, item_id: bytes, body: bytes, *, log: bool | None, guard: bool) -> None:
+    def _put(self, f: FileInfo, item_id: bytes, body: bytes, *, log: bool | None, guard: bool) -> int | None:
         from d3hb.store.hashing import group
 
         if guard:
@@ -474,15 +471,16 @@ class System:
             "INSERT INTO items(fof,id,grp,body) VALUES(?,?,?,?) ON CONFLICT(fof,id) DO UPDATE SET body=excluded.body",
             (f.fof, item_id, group(item_id, f.modulo), body),
         )
-        self._log(Kind.WRITE, f, item=item_id, body=body, log=log)
+        return self._log(Kind.WRITE, f, item=item_id, body=body, log=log)
 
-    def _drop(self, f: FileInfo, item_id: bytes, *, log: bool | None, guard: bool) -> bool:
+    def _drop(self, f: FileInfo, item_id: bytes, *, log: bool | None, guard: bool) -> int | None | bool:
+        """Delete an item: False when it was not there, else its transaction number (None: not logged)."""
         if guard:
             self._guard(f)
         gone = self.conn.execute("DELETE FROM items WHERE fof=? AND id=?", (f.fof, item_id)).rowcount > 0
-        if gone:
-            self._log(Kind.DELETE, f, item=item_id, log=log)
-        return gone
+        if not gone:
+            return False
+        return self._log(Kind.DELETE, f, item=item_id, log=log)
 
     def should_log(self, file_code: str, *, is_dptr: bool = False, dptr_code: str = "") -> logrules.Decision:
         return logrules.decide(
@@ -494,11 +492,13 @@ class System:
             log_all=self.log_all,
         )
 
-    def _log(self, kind: Kind, f: FileInfo, *, item: bytes = b"", body: bytes = b"", modulo: int = 0, log: bool | None) -> None:
+    def _log(self, kind: Kind, f: FileInfo, *, item: bytes = b"", body: bytes = b"", modulo: int = 0, log: bool | None) -> int | None:
+        """Queue the update when the rules (or ``log``) say so; return its number."""
         if log is None:
             log = bool(self.should_log(f.code))
-        if log:
-            self.enqueue(kind, f.fof, f.account, f.dict_name, f.data_name, item=item, body=body, code=f.code, modulo=modulo or f.modulo)
+        if not log:
+            return None
+        return self.enqueue(kind, f.fof, f.account, f.dict_name, f.data_name, item=item, body=body, code=f.code, modulo=modulo or f.modulo)
 
     def _log_dptr(self, kind: Kind, f: FileInfo | None, code: str, *, account: str = "", log: bool | None) -> None:
         """Log a D-pointer update: rules 3/4 read the code of the file holding the
