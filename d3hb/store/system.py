@@ -151,6 +151,10 @@ class System:
     def open(cls, path: Path | str) -> System:
         path = Path(path)
         db = path / DB_NAME
+        if (path / "restore.swap").exists() or (path / (DB_NAME + ".restoring")).exists():
+            from d3hb.store.dump import recover  # a restore was interrupted: finish or undo it first
+
+            recover(path)
         if not db.exists():
             raise NotFound(f"no system at {path}", "create it with 'd3hb system create NAME'")
         conn = schema.connect(db)
