@@ -31,7 +31,12 @@ class Home:
         return self.path / name
 
     def exists(self, name: str) -> bool:
-        return (self.system_path(name) / DB_NAME).exists()
+        path = self.system_path(name)
+        if (path / "restore.swap").exists():
+            from d3hb.store.dump import recover  # finish an interrupted restore before judging
+
+            recover(path)
+        return (path / DB_NAME).exists()
 
     def create(self, name: str, *, small: bool = False) -> System:
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
