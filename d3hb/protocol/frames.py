@@ -82,7 +82,10 @@ class FrameDecoder:
                 frames.append(Frame(ftype, payload))
         except RemoteProtocolError as exc:
             self._dead = exc
-            raise
+            if not frames:
+                raise
+            # Deliver the good frames that came before the bad bytes (a peer's
+            # Error frame may be among them); the error is raised on the next call.
         return frames
 
     @property
@@ -92,7 +95,9 @@ class FrameDecoder:
 
     def close(self) -> None:
         """The peer closed the stream: an incomplete frame is an error."""
-        if self._buf and self._dead is None:
+        if self._dead is not None:
+            raise self._dead
+        if self._buf:
             self._dead = RemoteProtocolError(
                 f"connection closed in the middle of a frame ({len(self._buf)} bytes pending)", "the sender will resend"
             )
