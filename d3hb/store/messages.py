@@ -33,7 +33,8 @@ def log_path(system_dir: Path, target: str) -> Path:
 
 def send(system_dir: Path, target: str, text: str, sender: str = "d3hb") -> Path:
     """Append one message line; returns the log it went to."""
-    parse_targets(target)
+    if not _TARGET.match(target):  # one recipient; parse_targets("") would accept nothing at all
+        raise UsageError(f"bad message recipient {target!r}", "give a user name, !port, * or !*")
     path = log_path(system_dir, target)
     path.parent.mkdir(mode=0o700, exist_ok=True)
     stamp = time.strftime("%H:%M:%S %d %b %Y")

@@ -8,6 +8,7 @@ can cover an item write and its queue record.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,14 @@ from d3hb.errors import StoreError
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000
+
+
+def busy_timeout_ms() -> int:
+    """How long a writer waits for a lock; D3HB_BUSY_MS shortens it (tests, impatient scripts)."""
+    try:
+        return max(0, int(os.environ.get("D3HB_BUSY_MS", BUSY_TIMEOUT_MS)))
+    except ValueError:
+        return BUSY_TIMEOUT_MS
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta(
@@ -88,8 +97,9 @@ CREATE TABLE IF NOT EXISTS hold(
 def connect(db: Path) -> sqlite3.Connection:
     """Open (creating if need be) a system database with d3hb's settings."""
     with translate(db):
-        conn = sqlite3.connect(db, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        busy = busy_timeout_ms()
+        conn = sqlite3.connect(db, timeout=busy / 1000, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={busy}")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"cannot put {db} in WAL mode (got {mode})", "put the system on a local file system")
