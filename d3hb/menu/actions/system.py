@@ -11,7 +11,8 @@ from d3hb.store import Home, digests
 @action("system.create", "Create a system (a database directory)", "NAME [--small]")
 def create(ctx: Context, req: Request) -> None:
     name = req.arg(0, "system name")
-    system = Home(ctx.home).create(name, small=req.has("s") or req.fields.get("small") == "yes")
+    small = req.has("s") or req.fields.get("small") == "yes" or "--small" in req.args
+    system = Home(ctx.home).create(name, small=small)
     ctx.out(f"System '{name}' created at {system.path}")
     system.close()
 
