@@ -487,13 +487,15 @@ class System:
         return self._log(Kind.DELETE, f, item=item_id, log=log)
 
     def should_log(self, file_code: str, *, is_dptr: bool = False, dptr_code: str = "") -> logrules.Decision:
+        # One read of the three switches per update: another process may flip them at any time.
+        switches = dict(self.q("SELECT key, value FROM meta WHERE key IN ('logging','enqueuing','log_mode')").fetchall())
         return logrules.decide(
-            global_on=self.logging and self.enqueuing,
+            global_on=switches.get("logging", "on") == "on" and switches.get("enqueuing", "on") == "on",
             local_on=self.local_logging,
             file_code=file_code,
             is_dptr=is_dptr,
             dptr_code=dptr_code,
-            log_all=self.log_all,
+            log_all=switches.get("log_mode") == "all",
         )
 
     def _log(self, kind: Kind, f: FileInfo, *, item: bytes = b"", body: bytes = b"", modulo: int = 0, log: bool | None) -> int | None:
