@@ -205,7 +205,12 @@ class Loader:
     def abort(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
-        _remove_db(self.path)
+        if (self.dir / MARKER).exists():
+            # The swap had begun (an exception inside commit's renames): the new
+            # database is complete, so finish the swap rather than lose both.
+            recover(self.dir)
+        else:
+            _remove_db(self.path)
 
 
 def swap(system_dir: Path) -> None:
