@@ -28,7 +28,6 @@ def test_menus_name_only_contract_actions():
     assert named - CONTRACT == set()
 
 
-@pytest.mark.xfail(strict=False, reason="actions land with their layers")
 def test_menu_actions_registered():
     registry = load_actions()
     missing = sorted(n for n in shipped_menus().actions() if n not in registry)

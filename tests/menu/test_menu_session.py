@@ -166,7 +166,7 @@ def test_help():
     d = Driver()
     d.feed("?")
     help_ = d.last(ShowHelp)
-    assert help_.title == "Hot Backup Main Menu" and " 9. Special Operations: Setup Server (new, modify, delete, select), promote, switchover, verify, replay parked updates, resync, and the TCL prompt" in help_.lines
+    assert help_.title == "Hot Backup Main Menu" and " 9. Special Operations: Setup Server (new, modify, delete, select) and the TCL prompt" in help_.lines
     d.feed("?3")
     assert d.last(ShowHelp).title == "3. Start Server"
     assert d.session.mode is Mode.MENU and d.fake.names() == ["hot-backup.list"]
@@ -370,7 +370,7 @@ def test_tape_socket_setup_prefills_from_show_columns():
 
 def test_tcl_prompt():
     d = Driver()
-    assert d.feed("9", "7")[2:] == ["output TCL", "info: TCL: type a command; an empty line or X returns to the menu", "prompt :"]
+    assert d.feed("9", "2")[2:] == ["output TCL", "info: TCL: type a command; an empty line or X returns to the menu", "prompt :"]
     assert d.feed('list md "a b"') == ['echo :list md "a b"', "run tcl.list md a b", "prompt :"]
     assert d.fake.calls[-1].request.args == ("md", "a b")
     assert d.feed("hot-backup query hbs x=1")[1] == "run hot-backup.query hbs x=1"

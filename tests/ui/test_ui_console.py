@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
 import struct
 import termios
 import threading
@@ -309,9 +310,17 @@ def test_whole_loop_on_a_pty(tmp_path):
             os.write(master, key)
 
     threading.Thread(target=typist, daemon=True).start()
+
+    def hung(_signum, _frame):  # a loop that never ends fails the test instead of the run
+        raise TimeoutError("the console loop did not end")
+
+    old_handler = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(int(3 * DEADLINE))
     try:
         status = console.run("hot-backup", factory_for(tmp_path), fake.registry, screen=urwid.display.raw.Screen(input=inp, output=out))
     finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old_handler)
         out.close()
         inp.close()
         os.close(slave)

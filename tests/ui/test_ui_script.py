@@ -23,14 +23,14 @@ def play(source, tmp_path: Path, fake: FakeActions | None = None, dry_run: bool 
     return status, out.getvalue(), fake
 
 
-def test_nightly_switchover_passes(tmp_path):
-    status, out, fake = play(SCRIPTS / "nightly-switchover.txt", tmp_path)
+def test_nightly_script_passes(tmp_path):
+    status, out, fake = play(SCRIPTS / "nightly-dl-only.txt", tmp_path)
     assert status == 0, out
-    assert fake.names() == ["hot-backup.list", "hot-backup.query", "hot-backup.switchover"]
-    switch = fake.calls[-1]
-    assert switch.request.args == ("hbs",) and switch.server == "hbs"
-    assert "  run: hot-backup switchover hbs\n" in out
-    assert out.endswith("nightly-switchover.txt: done\n")
+    assert fake.names() == ["hot-backup.list", "hot-backup.query", "hot-backup.log-dl-only"]
+    last = fake.calls[-1]
+    assert last.server == "hbs"
+    assert "  run: hot-backup log-dl-only" in out
+    assert out.endswith("nightly-dl-only.txt: done\n")
 
 
 def test_network_save_passes(tmp_path):
@@ -56,10 +56,10 @@ def test_missing_menu_names_the_line(tmp_path):
 
 
 def test_dry_run_shows_what_would_run_and_runs_nothing(tmp_path):
-    status, out, fake = play(SCRIPTS / "nightly-switchover.txt", tmp_path, dry_run=True)
+    status, out, fake = play(SCRIPTS / "nightly-dl-only.txt", tmp_path, dry_run=True)
     assert status == 0, out
     assert fake.calls == []
-    assert "  would run: hot-backup switchover hbs\n" in out
+    assert "  would run: hot-backup log-dl-only" in out
     assert "(dry run: line 5 not checked: expected output 'hot-backup.query'" in out
     assert out.endswith("done (dry run: nothing was run)\n")
 
