@@ -415,7 +415,7 @@ def txn_load(
     reader, label = _open_in(stream, progress, total)
     _need_kind(label, ("txn-dump",), "txn-load")
     if apply is None:
-        from d3hb.ops.txnapply import apply_transaction as apply
+        from d3hb.store.apply import apply_transaction as apply
     history = label.history_id
     applied = skipped = 0
     if verify_only:
