@@ -81,14 +81,16 @@ def ratio_rounds(home: Path, m: System, s: System, rounds: int, seconds: float) 
     solo = Home(home).create("solo", small=True)  # the same files, logged and enqueued, no server
     solo.create_account("acme", "DL")
     solo.create_file("acme", "inv", None, 7, "DL")
-    solo.create_file("acme", "inv", "inv", 101, "DL")
+    solo.create_file("acme", "inv", "inv", 7, "DL")  # as make_pair makes the master's
     plain = rep = 0.0
     n_plain = n_rep = 0
     for r in range(rounds):
-        n, t = commits(solo, seconds, r * 1_000_000)
-        n_plain, plain = n_plain + n, plain + t
-        n, t = commits(m, seconds, r * 1_000_000)
-        n_rep, rep = n_rep + n, rep + t
+        for which in ((solo, m) if r % 2 == 0 else (m, solo)):  # alternate who goes first: same disk, same odds
+            n, t = commits(which, seconds, r * 1_000_000)
+            if which is solo:
+                n_plain, plain = n_plain + n, plain + t
+            else:
+                n_rep, rep = n_rep + n, rep + t
     drain(m, s, 120)
     solo.close()
     return {"unreplicated": n_plain / plain, "replicated": n_rep / rep}
