@@ -33,6 +33,9 @@ ACTION_MODULES = (
     "d3hb.menu.actions.tcl",
     "d3hb.menu.actions.hotbackup",
     "d3hb.menu.actions.tapesocket",
+    "d3hb.menu.actions.slaveopts",
+    "d3hb.menu.actions.failover",
+    "d3hb.menu.actions.vault",
 )
 
 
