@@ -10,6 +10,14 @@ import pytest
 from d3hb.testing import netns
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here, not in tests/reliability/conftest.py: options of a sub-directory's
+    # conftest are unknown when pytest is run from the root.
+    group = parser.getgroup("faults", "randomized fault rounds (tests/reliability)")
+    group.addoption("--fault-rounds", type=int, default=None, help="rounds of random faults (default 6)")
+    group.addoption("--fault-seed", type=int, default=None, help="seed of the random faults (default: a new one, printed)")
+
+
 @pytest.fixture
 def two_hosts(request: pytest.FixtureRequest) -> Iterator[netns.TwoHosts]:
     """Two network namespaces joined by veth (root only; skipped with the reason otherwise)."""

@@ -135,7 +135,7 @@ def save(
     try:
         writer = TapeOut(out, label, Meter(progress, total))
         for rec in records:
-            writer.add(tapeio.to_tape(rec))
+            writer.add(rec)
         figures = writer.finish()
     finally:
         close = getattr(records, "close", None)
@@ -260,7 +260,7 @@ def restore(
     loader = dump.Loader(system_dir, source, name=name)
     try:
         for rec in reader:
-            loader.add(tapeio.to_store(rec, "save tape"))
+            loader.add(rec)
         rows = [(TAPE_SERVER_PREFIX + label.history_id, label.start_tno, label.history_id, label.epoch)]
         rows += [(s, label.start_tno, label.history_id, label.epoch) for s in servers]
         loader.conn.executemany("INSERT OR REPLACE INTO applied(server, tno, history_id, epoch) VALUES(?,?,?,?)", rows)

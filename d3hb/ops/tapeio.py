@@ -10,14 +10,17 @@ left) without flooding the caller: it reports at most a few times a second.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from d3hb.errors import TapeError
 from d3hb.protocol import tape
-from d3hb.store import dump
 
 CHUNK = 256 * 1024
 
@@ -94,6 +97,48 @@ class Meter:
     def done(self, items: int, nbytes: int) -> Figures:
         self.tick(items, nbytes, force=True)
         return self.figures
+
+
+# -- progress another process can read (tape-socket Query) ------------------------
+
+PROGRESS_FILE = "tape.progress"
+
+
+def publish(system_dir: Path, operation: str, f: Figures, *, done: bool = False, clock: Callable[[], float] = time.time) -> None:
+    """Leave the figures of a running tape operation where the tape-socket Query finds them.
+
+    A save into a pipe is one end of a network save/restore: the servers see
+    only bytes, the save knows items and the expected size.  Replaced
+    atomically; a failure to write it never disturbs the operation.
+    """
+    doc = {"operation": operation, "items": f.items, "bytes": f.bytes, "elapsed": f.elapsed, "total": f.total,
+           "rate": f.rate, "left": f.left, "done": done, "pid": os.getpid(), "updated": clock()}
+    path = Path(system_dir) / PROGRESS_FILE
+    tmp = path.with_name(PROGRESS_FILE + ".tmp")
+    with contextlib.suppress(OSError):
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+
+
+def published(system_dir: Path, *, clock: Callable[[], float] = time.time) -> tuple[str, Figures, str] | None:
+    """(operation, figures, state) of the last tape operation of a system: state "running", "done" or "stopped"."""
+    try:
+        doc = json.loads((Path(system_dir) / PROGRESS_FILE).read_text())
+        f = Figures(int(doc["items"]), int(doc["bytes"]), float(doc["elapsed"]), doc.get("total"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if doc.get("done"):
+        state = "done"
+    else:
+        # Running only while its process lives: a killed save must not look alive
+        # (a save held back by a slow restore may go quiet for long, so no age limit).
+        try:
+            os.kill(int(doc["pid"]), 0)
+            alive = True
+        except (OSError, TypeError, ValueError):
+            alive = False
+        state = "running" if alive else "stopped"
+    return str(doc.get("operation", "?")), f, state
 
 
 def write_all(stream: BinaryIO, data: bytes) -> None:
@@ -198,23 +243,3 @@ class TapeIn:
     @property
     def figures(self) -> Figures:
         return self.meter.figures
-
-
-# -- the store's records and the tape's records are the same facts ------------
-
-def to_tape(rec: dump.Record) -> tape.Record:
-    if isinstance(rec, dump.SavedItem):
-        return tape.Item(rec.fof, rec.item_id, rec.body)
-    if isinstance(rec, dump.SavedFile):
-        return tape.File(rec.fof, rec.account, rec.dict_name, rec.data_name, rec.code, rec.modulo)
-    return tape.Account(rec.name, rec.code)
-
-
-def to_store(rec: tape.Record, where: str = "tape") -> dump.Record:
-    if isinstance(rec, tape.Item):
-        return dump.SavedItem(rec.fof, rec.item_id, rec.body)
-    if isinstance(rec, tape.File):
-        return dump.SavedFile(rec.fof, rec.account, rec.dict_name, rec.data_name, rec.code, rec.modulo)
-    if isinstance(rec, tape.Account):
-        return dump.SavedAccount(rec.name, rec.code)
-    raise TapeError(f"the {where} holds a transaction record where a save's records belong", "this is a transaction tape: load it with txn-load")

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from d3hb.errors import LocalProtocolError, RemoteProtocolError, TapeError, UsageError
 from d3hb.store import txn as txn_codec
+from d3hb.store.records import Account, File, Item
 from d3hb.store.txn import Transaction
 
 logger = logging.getLogger(__name__)
@@ -87,32 +88,7 @@ class Label:
             raise UsageError(f"tape block size {self.block_size} is out of range", f"use {MIN_BLOCK} to {MAX_BLOCK} bytes")
 
 
-@dataclass(frozen=True)
-class Account:
-    name: str
-    code: str
-
-
-@dataclass(frozen=True)
-class File:
-    """One file level: ``data_name`` None is the dictionary."""
-
-    fof: int
-    account: str
-    dict_name: str
-    data_name: str | None
-    code: str
-    modulo: int
-
-
-@dataclass(frozen=True)
-class Item:
-    fof: int
-    item_id: bytes
-    body: bytes
-
-
-Record = Account | File | Item | Transaction
+Record = Account | File | Item | Transaction  # the save records are defined once, in the store
 
 
 @dataclass(frozen=True)
@@ -500,8 +476,18 @@ class TapeReader:
                 stop = pos + _REC.size + length
                 if stop > len(recs):
                     break
-                rec = decode_record(tag, bytes(recs[pos + _REC.size : stop]))
-                self._count.count(rec)
+                start = pos + _REC.size
+                if tag == _ITEM:
+                    # The bulk of every save: decoded in place, one copy per field.
+                    fof, n = _ITEM_HEAD.unpack_from(recs, start)
+                    body = start + _ITEM_HEAD.size + n
+                    if body > stop:
+                        raise ValueError("field runs past the end of its record")
+                    rec = Item(fof, bytes(recs[start + _ITEM_HEAD.size : body]), bytes(recs[body:stop]))
+                    self._count.items += 1
+                else:
+                    rec = decode_record(tag, bytes(recs[start:stop]))
+                    self._count.count(rec)
                 out.append(rec)
                 pos = stop
         except (struct.error, ValueError, UnicodeDecodeError, RemoteProtocolError) as exc:

@@ -14,7 +14,7 @@ D3) and speaks first.  One conversation, the same state on both sides::
     any state --Error--> closed;  connected / shutting down --Bye--> closed
 
 Flow control: the input server grants credit in chunks it has written to its
-pipe; the output server may send one Data chunk (at most 64 KiB) per credit.
+pipe; the output server may send one Data chunk (at most 1 MiB) per credit.
 A slow restore therefore slows the save, and nothing buffers beyond the
 credit window.  A tape ends with an in-band EndOfTape (the reader of the
 input pipe then sees end of file) which the input server acknowledges once
@@ -37,8 +37,10 @@ logger = logging.getLogger(__name__)
 
 LINK_VERSION = 1
 LINK_TAG = b"D3TS"  # tells a tape-socket peer from a replication peer on a wrong port
-MAX_CHUNK = 64 * 1024
-MAX_CREDIT = 1024  # chunks outstanding: at most 64 MiB in flight
+# One chunk is what one read of a 1 MiB pipe returns: big enough that the
+# per-frame cost (a CRC call, a credit, a wake-up) vanishes beside the copy.
+MAX_CHUNK = 1024 * 1024
+MAX_CREDIT = 64  # chunks outstanding: at most 64 MiB in flight
 FRAME_LIMIT = MAX_CHUNK + 1024  # control frames are tiny; nothing bigger than a chunk is buffered
 OUTPUT, INPUT = "output", "input"
 ROLES = (OUTPUT, INPUT)

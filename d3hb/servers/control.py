@@ -28,6 +28,14 @@ SUN_PATH_MAX = 100  # sockaddr_un holds 108 bytes; keep a margin
 
 Handler = Callable[[dict], Awaitable[dict]]
 
+# Commands a server adds for itself (a slave's "apply"), tried before the daemon's own handler.
+_EXTRA: dict[str, Handler] = {}
+
+
+def register(cmd: str, fn: Handler) -> None:
+    """Answer ``cmd`` on this process's control channel with ``fn``."""
+    _EXTRA[cmd] = fn
+
 
 @contextlib.contextmanager
 def short_path(path: Path) -> Iterator[str]:
@@ -55,7 +63,7 @@ async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
                     req = json.loads(line)
                     if not isinstance(req, dict):
                         raise ValueError("a request is a JSON object")
-                    answer = await handler(req)
+                    answer = await _EXTRA.get(str(req.get("cmd")), handler)(req)
                 except D3hbError as exc:
                     answer = {"ok": False, "error": str(exc)}
                 except (ValueError, TypeError) as exc:

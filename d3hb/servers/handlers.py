@@ -7,9 +7,10 @@ so a batch is applied entirely or not at all, whatever kills the process,
 and a number at or below the recorded one is skipped (exactly once, also
 when two connections overlap).  A gap is an error, never skipped.
 
-The next issue adds handlers that hold (apply updates off), park (unknown
-files) and hand long work to helpers; they implement the same
-:class:`Handler` protocol so the slave server does not change.
+:class:`SlaveOptions` (d3hb.servers.options) is the handler a slave server
+uses: it also holds (apply updates off, or a file a helper works on), parks
+(unknown files) and hands long work to helpers, behind the same
+:class:`Handler` protocol.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ class BatchResult:
     outcomes: Counter = field(default_factory=Counter)  # Outcome.what -> count
 
 
+def gap_error(server: str, last: int, got: int) -> GapError:
+    return GapError(
+        f"gap in transaction numbers for server {server}: expected {last + 1}, got {got}; nothing after {last} was applied",
+        "the master no longer holds the missing numbers: resync the slave from a save of the master",
+    )
+
+
 class Handler(Protocol):
     def last_stored(self) -> int: ...
 
@@ -57,7 +65,7 @@ class ApplyNow:
         self.auto_create = auto_create
 
     def last_stored(self) -> int:
-        return store_apply.last_applied(self.system, self.server)
+        return store_apply.last_stored(self.system, self.server)
 
     def last_applied(self) -> int:
         return store_apply.last_applied(self.system, self.server)
@@ -67,16 +75,13 @@ class ApplyNow:
         skipped = 0
         with self.system.transaction():
             # Read inside the write transaction: the recorded number is the truth, not the connection's.
-            last = store_apply.last_applied(self.system, self.server)
+            last = store_apply.last_stored(self.system, self.server)
             for t in txns:
                 if t.tno <= last:
                     skipped += 1
                     continue
                 if t.tno != last + 1:
-                    raise GapError(
-                        f"gap in transaction numbers for server {self.server}: expected {last + 1}, got {t.tno}; nothing after {last} was applied",
-                        "the master no longer holds the missing numbers: resync the slave from a save of the master",
-                    )
+                    raise gap_error(self.server, last, t.tno)
                 outcomes[store_apply.apply_transaction(self.system, t, self.relog, auto_create=self.auto_create).what] += 1
                 last = t.tno
             store_apply.record_applied(self.system, self.server, last)

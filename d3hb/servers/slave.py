@@ -12,6 +12,12 @@ the old one up; a rogue caller would need the code).  Because the handler
 skips what the database already holds, an overlap can never apply anything
 twice.  A gap, or an update this slave cannot apply, stops the pair: the
 slave tells the master (``Bye("error: ...")``) and stops with the reason.
+
+The slave's options (hold, park, helpers: d3hb.servers.options) need two
+tasks beside the connections: one watches the helpers every
+``helper.CHECK_EVERY`` seconds, one applies the hold a chunk at a time
+between batches (after apply updates is turned on, or a helper ends), so
+acknowledgements never wait for either.
 """
 
 from __future__ import annotations
@@ -26,9 +32,13 @@ from collections import Counter
 from d3hb.errors import D3hbError, RemoteProtocolError, StoreError
 from d3hb.protocol import events as ev
 from d3hb.protocol.replication import CLOSED, NEED_DATA, SLAVE, Connection
+from d3hb.servers import control
 from d3hb.servers import status as st
-from d3hb.servers.handlers import ApplyNow, GapError, Handler
+from d3hb.servers.handlers import GapError, Handler
+from d3hb.servers.helper import CHECK_EVERY, Helpers
+from d3hb.servers.options import SlaveOptions
 from d3hb.store import apply as store_apply
+from d3hb.store import park as store_park
 from d3hb.store.system import System
 
 READ_CHUNK = 256 * 1024
@@ -56,7 +66,10 @@ class SlaveServer:
         self.cfg = cfg
         self.system = system
         self.rt = rt
-        self.handler = handler or ApplyNow(system, cfg.name, relog=cfg.log_slave, auto_create=cfg.auto_create)
+        self.handler = handler or SlaveOptions(system, cfg.name, relog=cfg.log_slave, auto_create=cfg.auto_create, apply=cfg.apply)
+        self.helpers = Helpers(system, cfg.name, stderr=cfg.files.stderr, log=rt.log, incident=rt.incidents.raise_,
+                               clear=rt.incidents.clear)
+        self.drain_wanted = asyncio.Event()
         self.stopping = asyncio.Event()
         self.fatal: str | None = None
         self.current: _Session | None = None
@@ -69,10 +82,105 @@ class SlaveServer:
         out: dict[str, ev.StatValue] = {
             "server": self.cfg.name, "type": "Slave", "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)),
             "last_applied": self.handler.last_applied(), "connected": "yes" if s and s.ready else "no",
-            "updates_applied": "ON" if self.cfg.apply else "OFF",
+            "updates_applied": "ON" if self._apply_on() else "OFF",
         }  # fmt: skip
+        h = self.handler
+        if isinstance(h, SlaveOptions):
+            out.update({"held": h.n_held, "parked": store_park.parked_count(self.system, self.cfg.name),
+                        "helpers_running": len(self.helpers.running), "helpers_finished": self.helpers.finished,
+                        "log_slave_updates": "ON" if h.relog else "OFF", "auto_create": "ON" if h.auto_create else "OFF"})
         out.update({k: int(v) for k, v in self.stats.items()})
         return out
+
+    def _apply_on(self) -> bool:
+        return bool(getattr(self.handler, "apply_on", self.cfg.apply))
+
+    def show_options(self) -> None:
+        """Query's figures for the options: applied or not, held, parked, helpers."""
+        h = self.handler
+        if isinstance(h, SlaveOptions):
+            self.rt.update(updates_applied=h.apply_on, held=h.n_held, helpers=len(self.helpers.running),
+                           parked=store_park.parked_count(self.system, self.cfg.name) if store_park.any_parked(self.system, self.cfg.name) else 0)
+
+    async def set_apply(self, req: dict) -> dict:
+        """Control ``{"cmd": "apply", "on": true|false}``: apply updates on or off, at once."""
+        h = self.handler
+        if not isinstance(h, SlaveOptions):
+            raise D3hbError(f"server {self.cfg.name} cannot change apply updates while running", "stop it, change it, start it")
+        on = bool(req.get("on"))
+        h.apply_on = on
+        self.rt.log(f"Apply updates {'ON: applying the ' + str(h.n_held) + ' held transactions, then live' if on else 'OFF: received transactions are held'}")
+        if on:
+            self.drain_wanted.set()
+        self.show_options()
+        self.rt.write_status(force=True)
+        return {"ok": True, "apply": on, "held": h.n_held}
+
+    def after_handle(self) -> None:
+        """What a batch or a drain step left to do: incidents for parked updates, helpers to start."""
+        h = self.handler
+        if not isinstance(h, SlaveOptions):
+            return
+        parks, jobs, named = h.take_events()
+        for text in named:
+            self.rt.log(text)
+        for p in parks:
+            t = p.txn
+            where = f"{t.account},{t.file_ref}" if t.dict_name else f"account {t.account}"
+            self.rt.incidents.raise_(f"parked-{p.section}", f"{where} (FOF {t.fof} on the master) is not on this system: updates "
+                                     f"to it are parked in {p.section} from transaction {t.tno}; create it, then "
+                                     f"'d3hb hot-backup replay-parked {self.cfg.name}'")
+        for job in jobs:
+            self.helpers.start(job)
+        if parks or jobs:
+            self.show_options()
+
+    async def _watch_helpers(self) -> None:
+        h = self.handler
+        assert isinstance(h, SlaveOptions)
+        while not self.stopping.is_set():
+            for job in list(h.jobs.values()):
+                if job.tno not in self.helpers.running:
+                    self.helpers.start(job)
+            try:
+                done = self.helpers.check()
+            except StoreError as exc:
+                self.rt.log(f"Cannot look at the helpers now: {exc}")
+                done = []
+            for tno in done:
+                h.job_done(tno)
+            if done:
+                self.drain_wanted.set()
+            self.show_options()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), CHECK_EVERY)
+
+    async def _drain(self) -> None:
+        """Apply the hold a chunk at a time, letting batches in between."""
+        h = self.handler
+        assert isinstance(h, SlaveOptions)
+        while not self.stopping.is_set():
+            await self.drain_wanted.wait()
+            self.drain_wanted.clear()
+            after, blocked, total = 0, set(), 0
+            while h.apply_on and h.n_held and not self.stopping.is_set():
+                try:
+                    n, nxt = h.drain(after, blocked)
+                except StoreError as exc:  # locked: try again shortly; nothing was applied
+                    self.rt.incidents.raise_("store", f"cannot apply the hold now: {exc}")
+                    await asyncio.sleep(1)
+                    self.drain_wanted.set()
+                    break
+                total += n
+                self.after_handle()
+                if nxt == after:
+                    break
+                after = nxt
+                self.rt.update(applied=self.handler.last_applied(), held=h.n_held)
+                await asyncio.sleep(0)
+            if total:
+                self.rt.log(f"Applied {total} held transactions; {h.n_held} still held")
+            self.show_options()
 
     def stop(self, reason: str = "stop requested") -> None:
         self.rt.log(f"Stopping: {reason}")
@@ -80,10 +188,13 @@ class SlaveServer:
 
     # -- running ----------------------------------------------------------------------
     async def run(self) -> None:
-        if not self.cfg.apply and isinstance(self.handler, ApplyNow):
-            raise D3hbError(f"server {self.cfg.name} has apply=off, which needs hold files (not in this release)",
-                            f"set apply=on: 'd3hb hot-backup setup {self.cfg.name} apply=on'")
         last = self.handler.last_stored()
+        tasks: list[asyncio.Task] = []
+        if isinstance(self.handler, SlaveOptions):
+            control.register("apply", self.set_apply)
+            tasks = [asyncio.create_task(self._watch_helpers()), asyncio.create_task(self._drain())]
+            self.drain_wanted.set()  # a hold left by the last run is applied now (if apply updates is on)
+            self.show_options()
         self.rt.update(applied=last, cur_trans=last, acked_trans=last)
         try:
             server = await asyncio.start_server(self._client, self.cfg.bind, self.cfg.port, ssl=server_ssl(self.cfg),
@@ -98,6 +209,9 @@ class SlaveServer:
         try:
             await self.stopping.wait()
         finally:
+            for task in tasks:
+                task.cancel()
+            self.helpers.stop_all()
             server.close()
             if self.current is not None:
                 await self.current.close("the slave server is stopping" if self.fatal is None else FATAL + self.fatal)
@@ -288,7 +402,10 @@ class _Session:
         if srv.current is not self:  # replaced: what this connection still carries belongs to no one
             raise ConnectionError("replaced by a newer call")
         self.rt.update(cur_trans=batch.txns[-1].tno)
+        t0 = time.monotonic()
+        helping = bool(srv.helpers.running)
         result = srv.handler.handle(batch.txns)  # one SQLite transaction, on the loop: never interrupted
+        srv.after_handle()
         self.rt.incidents.clear("store", "batches are stored again")
         srv.stats["batches"] += 1
         srv.stats["transactions_received"] += len(batch.txns)
@@ -299,6 +416,12 @@ class _Session:
         seen = self.conn.last_seen
         stored, applied = min(result.stored, seen), min(result.applied, seen)
         await self._send(ev.Ack(seen, stored, applied))
+        if helping:  # the proof that no acknowledgement waits for a helper
+            ms = int((time.monotonic() - t0) * 1000)
+            srv.stats["batches_during_helpers"] += 1
+            srv.stats["max_ack_ms_during_helpers"] = max(srv.stats["max_ack_ms_during_helpers"], ms)
+        if isinstance(srv.handler, SlaveOptions):
+            self.rt.figures.update(held=srv.handler.n_held, helpers=len(srv.helpers.running))
         self.rt.set_state(st.READING_NETWORK, applied=result.applied, acked_trans=stored, batches=srv.stats["batches"],
                           lag_trans=max(0, self.conn.peer_last_tno - result.applied),
                           lag_seconds=max(0.0, time.time() - batch.txns[-1].ts))

@@ -21,9 +21,9 @@ import time
 
 from d3hb.errors import RemoteProtocolError, TapeError
 from d3hb.protocol import tapesock as ts
-from d3hb.servers.tsbase import CHUNK, Config, PipeWriter, Runtime, drain, install_signals, make_pipe, run_process
+from d3hb.servers.tsbase import CHUNK, NET_READ, Config, PipeWriter, Runtime, drain, install_signals, make_pipe, run_process
 
-WINDOW = 16  # chunks of credit outstanding: 1 MiB in flight per connection
+WINDOW = 8  # chunks of credit outstanding: at most 8 MiB in flight per connection
 HELLO_TIMEOUT = 30.0
 
 
@@ -46,7 +46,7 @@ class _Session:
             while True:
                 event = self.link.next_event()
                 if event is ts.NEED_DATA:
-                    data = await (self.reader.read(4 * CHUNK) if self.link.state is not ts.State.START
+                    data = await (self.reader.read(NET_READ) if self.link.state is not ts.State.START
                                   else asyncio.wait_for(self.reader.read(CHUNK), HELLO_TIMEOUT))
                     self.link.receive_data(data)
                     continue
@@ -147,11 +147,13 @@ async def serve(cfg: Config, rt: Runtime) -> int:
         sessions.add(task)  # type: ignore[arg-type]
         try:
             await _Session(cfg, rt, pipe_lock, stop, reader, writer).run()
+        except asyncio.CancelledError:
+            pass  # stopping: a cancelled session is the expected end, not an error to report
         finally:
             sessions.discard(task)  # type: ignore[arg-type]
 
     try:
-        server = await asyncio.start_server(handle, cfg.host or None, cfg.port, reuse_address=True)
+        server = await asyncio.start_server(handle, cfg.host or None, cfg.port, reuse_address=True, limit=NET_READ)
     except OSError as exc:
         msg = f"FAILED: server {cfg.name!r} encountered an error and stopped: cannot listen on port {cfg.port} (BIND error: {exc.strerror})"
         rt.log(msg)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from d3hb.errors import RemoteProtocolError, TapeError
 from d3hb.protocol import tapesock as ts
-from d3hb.servers.tsbase import CHUNK, Config, PipeReader, Runtime, drain, install_signals, make_pipe, run_process
+from d3hb.servers.tsbase import CHUNK, NET_READ, Config, PipeReader, Runtime, drain, install_signals, make_pipe, run_process
 
 HANDSHAKE_TIMEOUT = 30.0
 
@@ -123,7 +123,7 @@ async def _call(cfg: Config, rt: Runtime, flags: _Flags) -> _Conn | None:
         attempt += 1
         rt.set_state("Wait response to call", peer=f"{cfg.host}:{cfg.port}")
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(cfg.host, cfg.port), HANDSHAKE_TIMEOUT)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(cfg.host, cfg.port, limit=NET_READ), HANDSHAKE_TIMEOUT)
             conn = _Conn(cfg, rt, reader, writer)
             await conn.hello()
             pump = asyncio.create_task(conn.pump())

@@ -70,7 +70,13 @@ def _create_missing(system: System, t: Transaction, relog: bool) -> FileInfo:
 
 def apply_transaction(system: System, t: Transaction, relog: bool = False, *, auto_create: bool = False) -> Outcome:
     """Apply ``t``; NotFound when its file is missing here and ``auto_create`` is off."""
-    if t.kind in (Kind.TEST, Kind.VERIFY) or control.is_control(t.account, t.dict_name):
+    if t.kind is Kind.VERIFY:
+        # Digest the files the marker names at exactly this number, in the caller's transaction.
+        from d3hb.store import verify
+
+        verify.record_marker(system, t)
+        return Outcome(t.tno, t.kind, SKIPPED)
+    if t.kind is Kind.TEST or control.is_control(t.account, t.dict_name):
         return Outcome(t.tno, t.kind, SKIPPED, f"{t.account},{t.file_ref}" if t.account else "")
     with system.transaction():
         if t.kind is Kind.CREATE_ACCOUNT:
@@ -132,9 +138,20 @@ def apply_transaction(system: System, t: Transaction, relog: bool = False, *, au
         return Outcome(t.tno, t.kind, what, f.qualified, by_name)
 
 
-def last_applied(system: System, server: str) -> int:
+def last_stored(system: System, server: str) -> int:
+    """The highest number this slave holds durably: every one up to it is applied, held or parked."""
     row = system.q("SELECT tno FROM applied WHERE server=?", (server,)).fetchone()
     return int(row[0]) if row else 0
+
+
+def last_applied(system: System, server: str) -> int:
+    """The highest number up to which everything is applied (or parked): below the oldest one held."""
+    row = system.q(
+        "SELECT a.tno, (SELECT min(h.tno) FROM hold h WHERE h.server=a.server) FROM applied a WHERE a.server=?", (server,)
+    ).fetchone()
+    if row is None:
+        return 0
+    return int(row[0]) if row[1] is None else min(int(row[0]), int(row[1]) - 1)
 
 
 def applied_history(system: System, server: str) -> tuple[int, str, int] | None:

@@ -18,14 +18,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from d3hb.errors import D3hbError, Refused
+from d3hb.errors import D3hbError, Refused, TapeError
 from d3hb.store import control, dptr, schema
 from d3hb.store.hashing import group
+from d3hb.store.records import Account, File, Item, SaveRecord
 from d3hb.store.system import DB_NAME, System
 
 RESTORING = DB_NAME + ".restoring"
 OLD = DB_NAME + ".old"
 MARKER = "restore.swap"
+ITEM_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -38,30 +40,7 @@ class SavedSystem:
     start_tno: int  # the queue's last number when the snapshot was taken
 
 
-@dataclass(frozen=True)
-class SavedAccount:
-    name: str
-    code: str
-
-
-@dataclass(frozen=True)
-class SavedFile:
-    fof: int
-    account: str
-    dict_name: str
-    data_name: str | None
-    code: str
-    modulo: int
-
-
-@dataclass(frozen=True)
-class SavedItem:
-    fof: int
-    item_id: bytes
-    body: bytes
-
-
-Record = SavedAccount | SavedFile | SavedItem
+Record = SaveRecord
 
 
 def snapshot_records(
@@ -83,7 +62,7 @@ def snapshot_records(
         with system.snapshot():
             for acct in system.accounts():
                 if wanted is None or acct.name in wanted:
-                    yield SavedAccount(acct.name, acct.code)
+                    yield Account(acct.name, acct.code)
             numbering: dict[int, int] = {}
             next_fof = 3
             for f in system.files():
@@ -98,13 +77,13 @@ def snapshot_records(
                     else:
                         fof, next_fof = next_fof, next_fof + 1
                 numbering[f.fof] = fof
-                yield SavedFile(fof, f.account, f.dict_name, f.data_name, f.code, f.modulo)
+                yield File(fof, f.account, f.dict_name, f.data_name, f.code, f.modulo)
                 if not dptr.contents_saved(f.code):
                     continue
                 cur = system.conn.execute("SELECT id, body FROM items WHERE fof=? ORDER BY grp, rid", (f.fof,))
                 while rows := cur.fetchmany(500):
                     for iid, body in rows:
-                        yield SavedItem(fof, bytes(iid), bytes(body))
+                        yield Item(fof, bytes(iid), bytes(body))
 
     # The description is read inside the same snapshot as the records: open it now.
     gen = records()
@@ -129,9 +108,14 @@ class Loader:
         _remove_db(self.path)
         self.conn = schema.connect(self.path)
         schema.init(self.conn)
+        # Nothing in this file counts until commit() has checkpointed, fsynced
+        # it and written the swap marker: a crash before that discards it, so
+        # syncing every page on the way is wasted time.
+        self.conn.execute("PRAGMA synchronous=OFF")
         self.conn.execute("BEGIN IMMEDIATE")
         self.counts = {"accounts": 0, "files": 0, "items": 0}
         self._modulo: dict[int, int] = {}
+        self._items: list[tuple[int, bytes, int, bytes]] = []
         now = time.time()
         meta = {
             "schema": str(schema.SCHEMA_VERSION),
@@ -153,26 +137,38 @@ class Loader:
         self.conn.executemany("INSERT INTO meta VALUES(?,?)", list(meta.items()))
 
     def add(self, rec: Record) -> None:
-        c = self.conn
-        if isinstance(rec, SavedItem):
+        if isinstance(rec, Item):
             modulo = self._modulo.get(rec.fof)
             if modulo is None:
                 raise D3hbError(f"item {rec.item_id[:40]!r} for FOF {rec.fof} comes before its file on the tape", "the tape is corrupt; use another copy")
-            c.execute("INSERT INTO items(fof,id,grp,body) VALUES(?,?,?,?)", (rec.fof, rec.item_id, group(rec.item_id, modulo), rec.body))
+            # Items go in by the thousand: one executemany costs what a dozen
+            # single inserts do, and a restore is mostly items.
+            self._items.append((rec.fof, rec.item_id, group(rec.item_id, modulo), rec.body))
             self.counts["items"] += 1
-        elif isinstance(rec, SavedFile):
-            c.execute(
+            if len(self._items) >= ITEM_BATCH:
+                self._flush()
+        elif isinstance(rec, File):
+            self.conn.execute(
                 "INSERT INTO files(fof,account,dict_name,data_name,code,modulo,created) VALUES(?,?,?,?,?,?,?)",
                 (rec.fof, rec.account, rec.dict_name, rec.data_name or "", rec.code, rec.modulo, time.time()),
             )
             self._modulo[rec.fof] = rec.modulo
             self.counts["files"] += 1
-        else:
-            c.execute("INSERT INTO accounts VALUES(?,?,?)", (rec.name, rec.code, time.time()))
+        elif isinstance(rec, Account):
+            self.conn.execute("INSERT INTO accounts VALUES(?,?,?)", (rec.name, rec.code, time.time()))
             self.counts["accounts"] += 1
+        else:
+            raise TapeError(f"the tape holds a {type(rec).__name__} record where a save's records belong",
+                            "this is a transaction tape: load it with txn-load")
+
+    def _flush(self) -> None:
+        if self._items:
+            self.conn.executemany("INSERT INTO items(fof,id,grp,body) VALUES(?,?,?,?)", self._items)
+            self._items.clear()
 
     def commit(self) -> None:
         """Finish the new database and swap it in: all or nothing."""
+        self._flush()
         c = self.conn
         # Recreate what a save never carries: the DX file-of-files, and any
         # control file missing because it was DX on the source.

@@ -24,6 +24,9 @@ CONTRACT: frozenset[str] = frozenset(
     + [f"tape-socket.{v}" for v in (
         "check", "drain", "listpipes", "listserver", "query", "setarg", "setup", "show", "shutdown", "start", "startall",
         "startsend", "startreceive", "status", "stop", "stopall", "tltest", "traceon", "traceoff", "version")]
+    + [f"vault.{v}" for v in (
+        "status", "stop", "serve", "register", "define", "update", "volumes", "save", "restore", "expire", "purge",
+        "reconcile", "audit")]
 )  # fmt: skip
 TCL_VERBS = ("list", "count", "create-file")
 

@@ -331,12 +331,6 @@ def test_late_test_record_is_an_incident_once_then_cleared(home):
     assert not any("connection lost" in ln for ln in plog)
 
 
-def test_apply_off_is_refused_until_hold_files_exist(home):
-    m, s, _ = pair(home, slave_fields={"apply": "off"})
-    with pytest.raises(Exception, match="apply=off"):
-        sv.start(s, "hb")
-
-
 def test_stop_is_prompt_while_calling_a_slave_that_never_answers(home):
     import socket
 

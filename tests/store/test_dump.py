@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from d3hb.store import Home, digests
-from d3hb.store.dump import MARKER, OLD, RESTORING, Loader, SavedFile, SavedItem, recover, snapshot_records
+from d3hb.store.dump import MARKER, OLD, RESTORING, Loader, recover, snapshot_records
+from d3hb.store.records import File, Item
 from d3hb.store.system import DB_NAME
 
 AM, VM, SVM = "\xfe", "\xfd", "\xfc"
@@ -86,7 +87,7 @@ def test_snapshot_is_consistent_while_a_writer_goes_on(home: Home) -> None:
     writer = Home(home.path).open("pick0")
     for i in range(100, 130):
         writer.file("sales", "plain").write(str(i), "later")  # commits while the snapshot is open
-    saved = [r for r in records if isinstance(r, SavedItem) and r.fof == a.file_info("sales", "plain").fof]
+    saved = [r for r in records if isinstance(r, Item) and r.fof == a.file_info("sales", "plain").fof]
     assert len(saved) == before
     assert a.file("sales", "plain").count() == before + 30
 
@@ -96,7 +97,7 @@ def test_renumbering_makes_fof_numbers_sequential(home: Home) -> None:
     _populate(a, 1)
     a.delete_file(a.file_info("sales", "plain"))  # leaves a hole in the numbering
     _, records = snapshot_records(a, renumber=True)
-    fofs = [r.fof for r in records if isinstance(r, SavedFile)]
+    fofs = [r.fof for r in records if isinstance(r, File)]
     assert fofs == [2] + list(range(3, 3 + len(fofs) - 1))
 
 

@@ -16,17 +16,20 @@ from collections.abc import Iterator
 from d3hb.errors import Refused, UsageError
 from d3hb.menu.actions.common import open_system, table
 from d3hb.menu.registry import Context, Request, action
-from d3hb.ops import running, saves, tapes
+from d3hb.ops import running, saves, tapeio, tapes
 from d3hb.ops.tapeio import Figures
 from d3hb.store import Home
 
 
-def _progress(ctx: Context, every: float = 1.0):
+def _progress(ctx: Context, operation: str, every: float = 1.0):
+    """Figures as the operation goes: a line a second on a terminal, and for tape-socket Query."""
     last = [0.0]
+    system_dir = Home(ctx.home).system_path(ctx.system)
 
     def show(f: Figures) -> None:
         ctx.progress(f.bytes, f.total, "bytes")
         now = time.monotonic()
+        tapeio.publish(system_dir, operation, f)  # the Meter calls at most four times a second
         if ctx.interactive and now - last[0] >= every:
             last[0] = now
             ctx.out(f.line())
@@ -34,11 +37,16 @@ def _progress(ctx: Context, every: float = 1.0):
     return show
 
 
+def _published_done(ctx: Context, report: saves.Report) -> None:
+    tapeio.publish(Home(ctx.home).system_path(ctx.system), report.operation, report.figures, done=True)
+
+
 def _devices(ctx: Context) -> tapes.Devices:
     return tapes.Devices(Home(ctx.home).system_path(ctx.system))
 
 
 def _report(ctx: Context, report: saves.Report) -> None:
+    _published_done(ctx, report)
     lab = report.label
     when = time.strftime("%H:%M:%S %d %b %Y", time.localtime(lab.created))
     ctx.out(f"Tape label: {lab.kind} of system {lab.system!r} {when}{'  ' + lab.text if lab.text else ''} (transaction {lab.start_tno})")
@@ -68,7 +76,7 @@ def _reading(ctx: Context) -> Iterator:
 @action("tcl.save", "Full save of the system to the attached tape device", "{label text} {(h k}")
 def save(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s, _writing(ctx) as fh:
-        r = saves.save(s, fh, renumber=req.has("k"), keep_queue=req.has("h"), text=" ".join(req.args), progress=_progress(ctx))
+        r = saves.save(s, fh, renumber=req.has("k"), keep_queue=req.has("h"), text=" ".join(req.args), progress=_progress(ctx, "save"))
     _report(ctx, r)
 
 
@@ -77,7 +85,7 @@ def account_save(ctx: Context, req: Request) -> None:
     if not req.args:
         raise UsageError("no account named", "give the accounts: account-save ACCOUNT ...")
     with open_system(ctx) as s, _writing(ctx) as fh:
-        r = saves.save(s, fh, accounts=req.args, keep_queue=req.has("h"), progress=_progress(ctx))
+        r = saves.save(s, fh, accounts=req.args, keep_queue=req.has("h"), progress=_progress(ctx, "account-save"))
     _report(ctx, r)
 
 
@@ -90,7 +98,7 @@ def restore(ctx: Context, req: Request) -> None:
     if busy:  # asked before a pipe is opened, which would wait for its writer
         raise Refused(f"server {busy[0]!r} of system {ctx.system!r} is running", "stop the servers of this system, then restore")
     with _reading(ctx) as (fh, size):
-        r = saves.restore(home.system_path(ctx.system), ctx.system, fh, servers=req.args, progress=_progress(ctx), total=size)
+        r = saves.restore(home.system_path(ctx.system), ctx.system, fh, servers=req.args, progress=_progress(ctx, "restore"), total=size)
     _report(ctx, r)
 
 
@@ -99,7 +107,7 @@ def account_restore(ctx: Context, req: Request) -> None:
     target = req.arg(0, "account name")
     on_tape = req.args[1] if len(req.args) > 1 else target
     with open_system(ctx) as s, _reading(ctx) as (fh, size):
-        r = saves.account_restore(s, fh, on_tape, new_name=target, progress=_progress(ctx), total=size)
+        r = saves.account_restore(s, fh, on_tape, new_name=target, progress=_progress(ctx, "account-restore"), total=size)
     _report(ctx, r)
 
 
@@ -116,7 +124,7 @@ def _file_ref(req: Request) -> tuple[str, tuple[str, ...]]:
 def t_dump(ctx: Context, req: Request) -> None:
     ref, ids = _file_ref(req)
     with open_system(ctx) as s, _writing(ctx) as fh:
-        r = saves.t_dump(s, ctx.account, ref, fh, ids=ids or None, progress=_progress(ctx))
+        r = saves.t_dump(s, ctx.account, ref, fh, ids=ids or None, progress=_progress(ctx, "t-dump"))
     _report(ctx, r)
 
 
@@ -125,7 +133,7 @@ def t_load(ctx: Context, req: Request) -> None:
     ref, ids = _file_ref(req)
     with open_system(ctx) as s, _reading(ctx) as (fh, size):
         r = saves.t_load(s, ctx.account, ref, fh, ids=ids or None, overwrite=req.has("o"), verify_only=req.has("v"),
-                         progress=_progress(ctx), total=size)
+                         progress=_progress(ctx, "t-load"), total=size)
     _report(ctx, r)
 
 
@@ -153,12 +161,12 @@ def txn_dump(ctx: Context, req: Request) -> None:
     except ValueError:
         raise UsageError("transaction numbers must be numbers", "txn-dump {FIRST {LAST}}") from None
     with open_system(ctx) as s, _writing(ctx) as fh:
-        r = saves.txn_dump(s, fh, first=nums[0] if nums else None, last=nums[1] if len(nums) > 1 else None, progress=_progress(ctx))
+        r = saves.txn_dump(s, fh, first=nums[0] if nums else None, last=nums[1] if len(nums) > 1 else None, progress=_progress(ctx, "txn-dump"))
     _report(ctx, r)
 
 
 @action("tcl.txn-load", "Apply a transaction tape once (numbers already loaded are skipped)", "{(v l}")
 def txn_load(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s, _reading(ctx) as (fh, size):
-        r = saves.txn_load(s, fh, verify_only=req.has("v"), relog=req.has("l"), progress=_progress(ctx), total=size)
+        r = saves.txn_load(s, fh, verify_only=req.has("v"), relog=req.has("l"), progress=_progress(ctx, "txn-load"), total=size)
     _report(ctx, r)

@@ -17,7 +17,7 @@ from d3hb.errors import UsageError
 from d3hb.menu.actions import tapes as _tape_commands  # noqa: F401 — registers the TCL tape verbs too
 from d3hb.menu.actions.common import open_system, table
 from d3hb.menu.registry import REGISTRY, Context, Request, action
-from d3hb.ops import tsservers
+from d3hb.ops import tapeio, tsservers
 from d3hb.ops.tapeio import clock_text, human_bytes
 from d3hb.ops.tapesocket import DEFAULT, KEYWORDS, Definitions, messages
 from d3hb.protocol import tape as tape_codec
@@ -139,12 +139,18 @@ def status(ctx: Context, req: Request) -> None:
 def query(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s:
         st = tsservers.query(s, _name(req, _resolve(ctx, req, Definitions(s))))
+        pub = tapeio.published(s.path)
     d = st.status or {}
     ctx.out(f"Server '{st.server.name}' ({st.server.role}), pid {st.pid}: {st.state}")
     ctx.out(f"  Peer {d.get('peer') or '-'}   port {st.server.port}   pipe {st.server.pipe}")
     ctx.out(f"  Tapes done {d.get('tapes', 0)}, {human_bytes(int(d.get('bytes', 0)))} in all")
     if d.get("tape_bytes"):
         ctx.out(f"  Tape in progress: {human_bytes(int(d['tape_bytes']))}, {human_bytes(int(d.get('rate', 0)))}/s, {clock_text(float(d.get('tape_elapsed', 0)))} elapsed")
+    if pub is not None:
+        # The tape operation of this system (a save into the pipe, say): items,
+        # size and time left are known there, not in the server.
+        op, fig, state = pub
+        ctx.out(f"  {op.capitalize()} {'in progress' if state == 'running' else state}: {fig.line()}")
     if d.get("last_error"):
         ctx.out(f"  Last error: {d['last_error']}")
     ctx.out(f"  Up since {time.strftime('%H:%M:%S %d %b %Y', time.localtime(float(d.get('started', time.time()))))}")
