@@ -10,12 +10,15 @@ Measured in one run, on one disk (``--dir``, default a temporary directory):
   doing only that load, for 10k and 100k items: it must not grow with the
   number of items.
 
-Run: ``python bench/store.py`` (about a minute).
+Run: ``python bench/store.py`` (about a minute); ``--quick`` for a short run
+(0.5 s rounds, 2k and 20k items).  The last line is ``BENCH-JSON {...}`` for
+``bench/run``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import shutil
 import subprocess
@@ -76,8 +79,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dir", type=Path, help="where to put the test systems (default: a temporary directory)")
     p.add_argument("--seconds", type=float, default=2.0, help="length of each commit round (4 rounds per kind)")
+    p.add_argument("--quick", action="store_true", help="a short run (0.5 s rounds, 2k and 20k items), for bench/run")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.quick:
+        args.seconds = min(args.seconds, 0.5)
+    sizes = (2_000, 20_000) if args.quick else (10_000, 100_000)
     if args.child:
         r = bulk_load(args.dir / "bulk", args.child)
         print(" ".join(f"{k}={v}" for k, v in r.items()))
@@ -99,7 +106,7 @@ def main() -> int:
         s.close()
         logged = totals["logged"][0] / totals["logged"][1]
         plain = totals["plain"][0] / totals["plain"][1]
-        loads = [_child(n, Path(tempfile.mkdtemp(dir=base))) for n in (10_000, 100_000)]
+        loads = [_child(n, Path(tempfile.mkdtemp(dir=base))) for n in sizes]
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -119,8 +126,20 @@ def main() -> int:
     print(f"logged / unlogged = {ratio:.2f}  (goal >= 0.80: {'met' if ratio >= 0.8 else 'NOT met'}); "
           f"{queued} queue records written by the logged rounds")
     growth = loads[1]["peak_kb"] - loads[0]["peak_kb"]
-    print(f"peak RSS 100k - 10k = {growth:+.0f} KiB ({growth / loads[0]['peak_kb'] * 100:+.1f}%): "
+    print(f"peak RSS {sizes[1]:,} - {sizes[0]:,} items = {growth:+.0f} KiB ({growth / loads[0]['peak_kb'] * 100:+.1f}%): "
           f"{'flat' if growth < 0.1 * loads[0]['peak_kb'] else 'GROWS with the item count'}")
+    small, big = loads
+    rows = [
+        {"figure": "logged commits/s", "value": round(logged), "unit": "commits/s",
+         "reference": "unlogged commits/s", "ref_value": round(plain), "ratio": round(ratio, 3)},
+        {"figure": f"bulk load {int(big['items']):,} items", "value": round(big["rate"]), "unit": "items/s",
+         "reference": f"bulk load {int(small['items']):,} items", "ref_value": round(small["rate"]),
+         "ratio": round(big["rate"] / small["rate"], 3)},
+        {"figure": f"peak RSS, {int(big['items']):,} items", "value": int(big["peak_kb"]), "unit": "KiB",
+         "reference": f"peak RSS, {int(small['items']):,} items", "ref_value": int(small["peak_kb"]),
+         "ratio": round(big["peak_kb"] / small["peak_kb"], 3)},
+    ]
+    print("BENCH-JSON " + json.dumps({"bench": "store", "rows": rows}))
     return 0
 
 
