@@ -142,14 +142,15 @@ def _write(ctx: Context, name: str, op) -> None:
 def save(ctx: Context, req: Request) -> None:
     name = req.arg(0, "vault name")
     accounts = list(req.args[1:]) or None
-    _write(ctx, name, lambda s, w: saves.save(s, w, accounts=accounts, keep_queue=req.has("h"), progress=_progress(ctx)))
+    _write(ctx, name, lambda s, w: saves.save(s, w, accounts=accounts, keep_queue=req.has("h"),
+                                          progress=_progress(ctx, "account-save" if accounts else "save")))
 
 
 @action("vault.t-dump", "Dump a file's items to the vault", "NAME FILE {ITEM ...}")
 def t_dump(ctx: Context, req: Request) -> None:
     name = req.arg(0, "vault name")
     ref, ids = _file_ref(Request(req.args[1:]))
-    _write(ctx, name, lambda s, w: saves.t_dump(s, ctx.account, ref, w, ids=ids or None, progress=_progress(ctx)))
+    _write(ctx, name, lambda s, w: saves.t_dump(s, ctx.account, ref, w, ids=ids or None, progress=_progress(ctx, "t-dump")))
 
 
 @action("vault.txn-dump", "Write queued transactions to the vault", "NAME {FIRST {LAST}}")
@@ -159,7 +160,7 @@ def txn_dump(ctx: Context, req: Request) -> None:
         nums = [int(a) for a in req.args[1:3]]
     except ValueError:
         raise UsageError("transaction numbers must be numbers", "vault txn-dump NAME {FIRST {LAST}}") from None
-    _write(ctx, name, lambda s, w: saves.txn_dump(s, w, first=nums[0] if nums else None, last=nums[1] if len(nums) > 1 else None, progress=_progress(ctx)))
+    _write(ctx, name, lambda s, w: saves.txn_dump(s, w, first=nums[0] if nums else None, last=nums[1] if len(nums) > 1 else None, progress=_progress(ctx, "txn-dump")))
 
 
 @action("vault.restore", "Full restore of this system from a volume set (replaces everything)", "NAME VOLUMESET {HOT-BACKUP-SERVER ...}")
@@ -171,7 +172,7 @@ def restore(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s, ov.open_vault_reader(s, name, vset) as rd:
         size = ov.total_size(s, name, vset)
         s.close()  # the restore swaps the database file: hold no connection to it
-        r = saves.restore(home.system_path(ctx.system), ctx.system, rd, servers=req.args[2:], progress=_progress(ctx), total=size)
+        r = saves.restore(home.system_path(ctx.system), ctx.system, rd, servers=req.args[2:], progress=_progress(ctx, "restore"), total=size)
     _report(ctx, r)
 
 
@@ -180,7 +181,7 @@ def account_restore(ctx: Context, req: Request) -> None:
     name, vset, target = req.arg(0, "vault name"), req.arg(1, "volume set"), req.arg(2, "account name")
     on_tape = req.args[3] if len(req.args) > 3 else target
     with open_system(ctx) as s, ov.open_vault_reader(s, name, vset) as rd:
-        r = saves.account_restore(s, rd, on_tape, new_name=target, progress=_progress(ctx), total=ov.total_size(s, name, vset))
+        r = saves.account_restore(s, rd, on_tape, new_name=target, progress=_progress(ctx, "account-restore"), total=ov.total_size(s, name, vset))
     _report(ctx, r)
 
 
@@ -189,7 +190,8 @@ def t_load(ctx: Context, req: Request) -> None:
     name, vset = req.arg(0, "vault name"), req.arg(1, "volume set")
     ref, ids = _file_ref(Request(req.args[2:]))
     with open_system(ctx) as s, ov.open_vault_reader(s, name, vset) as rd:
-        r = saves.t_load(s, ctx.account, ref, rd, ids=ids or None, overwrite=req.has("o"), verify_only=req.has("v"), progress=_progress(ctx))
+        r = saves.t_load(s, ctx.account, ref, rd, ids=ids or None, overwrite=req.has("o"), verify_only=req.has("v"),
+                         progress=_progress(ctx, "t-load"), total=ov.total_size(s, name, vset))
     _report(ctx, r)
 
 
@@ -197,7 +199,8 @@ def t_load(ctx: Context, req: Request) -> None:
 def txn_load(ctx: Context, req: Request) -> None:
     name, vset = req.arg(0, "vault name"), req.arg(1, "volume set")
     with open_system(ctx) as s, ov.open_vault_reader(s, name, vset) as rd:
-        r = saves.txn_load(s, rd, verify_only=req.has("v"), relog=req.has("l"), progress=_progress(ctx))
+        r = saves.txn_load(s, rd, verify_only=req.has("v"), relog=req.has("l"), progress=_progress(ctx, "txn-load"),
+                           total=ov.total_size(s, name, vset))
     _report(ctx, r)
 
 
