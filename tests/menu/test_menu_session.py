@@ -370,7 +370,7 @@ def test_tape_socket_setup_prefills_from_show_columns():
 
 def test_tcl_prompt():
     d = Driver()
-    assert d.feed("9", "2")[2:] == ["output TCL", "info: TCL: type a command; an empty line or X returns to the menu", "prompt :"]
+    assert d.feed("9", "8")[2:] == ["output TCL", "info: TCL: type a command; an empty line or X returns to the menu", "prompt :"]
     assert d.feed('list md "a b"') == ['echo :list md "a b"', "run tcl.list md a b", "prompt :"]
     assert d.fake.calls[-1].request.args == ("md", "a b")
     assert d.feed("hot-backup query hbs x=1")[1] == "run hot-backup.query hbs x=1"
