@@ -84,7 +84,9 @@ class Meter:
         self.every = every
         self.clock = clock
         self.start = clock()
-        self._last = self.start
+        # The first tick reports at once: a save into a pipe whose reader holds
+        # back may block for long in its first write, and Query must see it.
+        self._last = self.start - every
         self.figures = Figures(0, 0, 0.0, total)
 
     def tick(self, items: int, nbytes: int, *, force: bool = False) -> None:
@@ -95,6 +97,8 @@ class Meter:
             self.fn(self.figures)
 
     def done(self, items: int, nbytes: int) -> Figures:
+        if self.total is not None:
+            self.total = nbytes  # a save's size was an estimate; at the end it is known
         self.tick(items, nbytes, force=True)
         return self.figures
 

@@ -50,6 +50,8 @@ def _report(ctx: Context, report: saves.Report) -> None:
     lab = report.label
     when = time.strftime("%H:%M:%S %d %b %Y", time.localtime(lab.created))
     ctx.out(f"Tape label: {lab.kind} of system {lab.system!r} {when}{'  ' + lab.text if lab.text else ''} (transaction {lab.start_tno})")
+    if ctx.interactive:
+        ctx.out(report.figures.line())  # the last progress line, whatever the second it fell in
     for note in report.notes:
         ctx.out(note)
     ctx.out(report.summary())
