@@ -102,6 +102,15 @@ class Rig:
                 log.extend(oracle.load_journal(j, self.m))
         return log
 
+    def settle(self, timeout: float = 60.0) -> tuple[oracle.WriteLog, oracle.Report]:
+        """Stop the writer, let the pair drain, and run the oracle on a fresh connection to the slave."""
+        self.stop_writer()
+        self.ensure_running()
+        log = self.log()
+        log.observe_ack(procs.wait_drained(self.m, self.s, NAME, log.last, timeout))
+        with System.open(self.s.path) as s:  # a fresh connection: no cached view of the slave
+            return log, oracle.verify(self.m, s, NAME, log, drained=True, contiguous=False)
+
     def ensure_running(self) -> None:
         for system in (self.s, self.m):
             if not sv.is_running(system, NAME):
@@ -211,14 +220,9 @@ def run(home: Path, rounds: int, seed: int, *, kinds: tuple[str, ...] = KINDS, s
             out.faults[fault.kind] += 1
             rig.writes_grow()
         rig.stop_writer()
-        rig.ensure_running()
-        log = rig.log()
-        out.faults["acked-before-drain"] = log.acknowledged  # what the writer saw acknowledged while faults went on
-        procs.wait_applied(rig.s, NAME, log.last, drain_timeout)
-        procs.wait_until(lambda: (rig.m.queue.cursor(NAME) or 0) >= log.last, 30, "the master to see the last acknowledgement")
-        log.observe_ack(rig.m.queue.cursor(NAME))
-        with System.open(rig.s.path) as s:  # a fresh connection: no cached view of the slave
-            out.report = oracle.verify(rig.m, s, NAME, log, drained=True, contiguous=False)
+        acked_before = rig.log().acknowledged
+        log, out.report = rig.settle(drain_timeout)
+        out.faults["acked-before-drain"] = acked_before  # what the writers saw acknowledged while faults went on
         out.faults.update({f"proxy-{k}": v for k, v in rig.proxy.counts.items()})
         out.faults["proxy-connections"] = rig.proxy.connections
         out.faults["writers"] = rig.wid

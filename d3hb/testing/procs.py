@@ -86,6 +86,13 @@ def wait_applied(slave: System, name: str, tno: int, timeout: float = 30.0) -> N
                f"slave {slave.name} to apply up to {tno} (at {store_apply.last_applied(slave, name)})")
 
 
+def wait_drained(master: System, slave: System, name: str, tno: int, timeout: float = 60.0) -> int:
+    """Wait until the slave applied ``tno`` and the master saw it acknowledged; the master's cursor."""
+    wait_applied(slave, name, tno, timeout)
+    wait_until(lambda: (master.queue.cursor(name) or 0) >= tno, 30, "the master to see the last acknowledgement")
+    return master.queue.cursor(name) or 0
+
+
 def kill_all(home: Path) -> list[int]:
     """Teardown: kill -9 every server of every system under ``home`` (also SIGSTOPped ones)."""
     killed = []

@@ -60,9 +60,7 @@ def _run(home, monkeypatch, port, proxy):
         proc.terminate()
         proc.wait(30)
     log = oracle.load_journal(journal, m)
-    procs.wait_applied(s, "hb", log.last, 60)
-    procs.wait_until(lambda: (m.queue.cursor("hb") or 0) >= log.last, 30, "the last acknowledgement")
-    log.observe_ack(m.queue.cursor("hb"))
+    log.observe_ack(procs.wait_drained(m, s, "hb", log.last, 60))
     rep = oracle.verify(m, s, "hb", log, contiguous=False)
     assert rep.ok, rep.problems
     mlog = st.recent_messages(sv.files(m, "hb"), 0, permanent=True)

@@ -78,9 +78,7 @@ def test_slave_disk_full_then_freed(home, slave_dir):
         proc.terminate()
         proc.wait(30)
     log = oracle.load_journal(journal, m)
-    procs.wait_applied(s, "hb", log.last, 60)
-    procs.wait_until(lambda: (m.queue.cursor("hb") or 0) >= log.last, 30, "the last acknowledgement")
-    log.observe_ack(m.queue.cursor("hb"))
+    log.observe_ack(procs.wait_drained(m, s, "hb", log.last, 60))
     rep = oracle.verify(m, s, "hb", log, contiguous=False)
     assert rep.ok, rep.problems
     plog = st.recent_messages(sv.files(s, "hb"), 0, permanent=True)

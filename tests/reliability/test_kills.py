@@ -42,12 +42,7 @@ def test_kill9_of_master_slave_and_writer_in_turn(home):
                 sv.start(system, NAME)
                 procs.wait_until(lambda a=applied: store_apply.last_applied(rig.s, NAME) > a, 30, "replication to go on")
             rig.writes_grow()
-        rig.stop_writer()
-        log = rig.log()
-        procs.wait_applied(rig.s, NAME, log.last, 60)
-        procs.wait_until(lambda: (rig.m.queue.cursor(NAME) or 0) >= log.last, 30, "the last acknowledgement")
-        log.observe_ack(rig.m.queue.cursor(NAME))
-        rep = oracle.verify(rig.m, rig.s, NAME, log, contiguous=False)
+        _, rep = rig.settle()
         assert rep.ok, rep.problems
         assert rig.wid == 3 and rep.acknowledged == rep.writes > 100
         assert "Terminated abnormally" in "\n".join(st.recent_messages(sv.files(rig.m, NAME), 0, permanent=True))
@@ -67,12 +62,7 @@ def test_sigstop_of_the_master_past_the_timeouts_then_sigcont(home):
         finally:
             procs.kill(rig.m, NAME, signal.SIGCONT)
         rig.writes_grow()
-        rig.stop_writer()
-        log = rig.log()
-        procs.wait_applied(rig.s, NAME, log.last, 60)
-        procs.wait_until(lambda: (rig.m.queue.cursor(NAME) or 0) >= log.last, 30, "the last acknowledgement")
-        log.observe_ack(rig.m.queue.cursor(NAME))
-        rep = oracle.verify(rig.m, rig.s, NAME, log, contiguous=False)
+        _, rep = rig.settle()
         assert rep.ok, rep.problems
     finally:
         rig.close()

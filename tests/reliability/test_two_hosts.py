@@ -61,9 +61,7 @@ def test_link_cut_and_restored_between_two_hosts(home, two_hosts):
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     log = oracle.load_journal(journal, m)
-    procs.wait_applied(s, "hb", log.last, 60)
-    procs.wait_until(lambda: (m.queue.cursor("hb") or 0) >= log.last, 30, "the last acknowledgement")
-    log.observe_ack(m.queue.cursor("hb"))
+    log.observe_ack(procs.wait_drained(m, s, "hb", log.last, 60))
     rep = oracle.verify(m, s, "hb", log, contiguous=False)
     assert rep.ok, rep.problems
     assert rep.writes > 300 and rep.lost == rep.duplicated == 0
@@ -89,8 +87,6 @@ def test_delay_loss_and_reordering_with_netem(home, two_hosts):
                         prefix=["ip", "netns", "exec", a.ns])
     assert proc.wait(120) == 0
     log = oracle.load_journal(journal, m)
-    procs.wait_applied(s, "hb", log.last, 120)
-    procs.wait_until(lambda: (m.queue.cursor("hb") or 0) >= log.last, 60, "the last acknowledgement")
-    log.observe_ack(m.queue.cursor("hb"))
+    log.observe_ack(procs.wait_drained(m, s, "hb", log.last, 120))
     rep = oracle.verify(m, s, "hb", log, contiguous=False)
     assert rep.ok, rep.problems
