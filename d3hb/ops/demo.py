@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from d3hb.errors import D3hbError
-from d3hb.ops import netsave, saves, supervisor, tsservers
+from d3hb.ops import netsave, saves, supervisor, tapeio, tsservers
 from d3hb.ops.serverdefs import Definitions
 from d3hb.ops.tapeio import human_bytes
 from d3hb.store import Home, System, digests
@@ -139,13 +139,16 @@ def network_save_restore(home: Home, master: System, out: Out, log: oracle.Write
         saving.set()
         t0 = time.monotonic()
         transfer = netsave.start_transfer(home.path, "pick0", home.path, "backup", hot_backup=[SERVER], label="demo network save")
-        shown = ""
+        shown, shown_at = "", 0.0
         while transfer.running():
             d = tsservers.query(master, route.server).status or {}
             line = f"  tape-socket query: {d.get('state', '?')}, {human_bytes(int(d.get('bytes') or 0))} sent"
-            if line != shown:
+            pub = tapeio.published(master.path)
+            if pub is not None and pub[0] == "save" and pub[2] == "running":
+                line += f"; save in progress: {pub[1].line()}"  # the figures Query shows
+            if line.split(";")[0] != shown.split(";")[0] or (line != shown and time.monotonic() - shown_at >= 0.5):
                 out(line)
-                shown = line
+                shown, shown_at = line, time.monotonic()
             time.sleep(0.1)
         saving.clear()
         save_out, restore_out = transfer.wait(120)
