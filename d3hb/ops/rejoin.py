@@ -230,7 +230,8 @@ def tape_failback(backup: System, main: System, name: str, tape_dir: Path, *, ne
 
     ``backup`` is the promoted system users work on; ``main`` the repaired
     main system (its contents are replaced).  ``between(n)`` runs after each
-    round (tests and the bench use it to pace writers).
+    round, and ``between(0)`` once after the restore (tests and the bench
+    use it to pace writers).
     """
     tape_dir.mkdir(parents=True, exist_ok=True)
     main_def = Definitions(main).get(name)
@@ -240,6 +241,7 @@ def tape_failback(backup: System, main: System, name: str, tape_dir: Path, *, ne
     # The main system gets its own old definitions back, as the master of the pair.
     keep = [main_def] if main_def.is_master else []
     fresh, loaded = _copy(backup, main, name, keep=keep, out=out)
+    between(0)
     n = 0
     while True:
         last = backup.queue.last_tno()
