@@ -156,11 +156,12 @@ class VolumeWriter:
                 break
             except LinkLost as exc:
                 last = exc
-                logger.warning("volume %s: %s (attempt %d of %d)", name, exc, attempt + 1, self.retries + 1)
                 self._drop_session()
-                time.sleep(RETRY_WAIT * (attempt + 1))
+                if attempt < self.retries:  # the admin sees the link flap; the last failure is the error itself
+                    logger.warning("volume %s: attempt %d of %d failed (%s); retrying", name, attempt + 1, self.retries + 1, exc.what)
+                    time.sleep(RETRY_WAIT * (attempt + 1))
         else:
-            raise TapeError(f"volume {name} could not be stored after {self.retries + 1} attempts: {last}",
+            raise TapeError(f"volume {name} could not be stored after {self.retries + 1} attempts ({last.what if last else 'no answer'})",
                             "check the vault and the network, then run the operation again (nothing of it is usable)")
         self.history.add(Volume(name, self.vault, self.vset, self.part, self.kind, self.created, size, digest, PENDING, self.first_block, self.label_text))
         self.stored.append(Stored(name, size, digest))
@@ -248,7 +249,9 @@ class VolumeSetReader:
                     self.session.close()
                     self.session = None
                 if failures > self.retries:
-                    raise TapeError(f"volume {v.volume}: {exc.what} ({failures} attempts)", "check the vault and the network, then run the operation again") from None
+                    raise TapeError(f"volume {v.volume} could not be read after {failures} attempts ({exc.what})",
+                                    "check the vault and the network, then run the operation again") from None
+                logger.warning("volume %s: reading broke at byte %d (%s); resuming", v.volume, got, exc.what)
                 time.sleep(RETRY_WAIT * failures)
         if got != v.size or sha.hexdigest() != v.digest:
             raise TapeError(f"volume {v.volume} read back {got} bytes sha256 {sha.hexdigest()[:12]}, the volume history says {v.size} bytes {v.digest[:12]}",

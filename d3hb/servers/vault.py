@@ -128,6 +128,11 @@ class VaultServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stopping.set)
+        partials, unnamed = self.archive.sweep()
+        for path in partials:
+            self.log(f"removed {path.relative_to(self.dir)}: a volume being received when the server stopped")
+        for path in unnamed:
+            self.log(f"{path.relative_to(self.dir)} is not an archive object (no row names it); kept: reconcile from its source")
         server = await asyncio.start_server(self.handle, self.cfg.host, self.cfg.port, reuse_address=True)
         self.status("Listening")
         self.log(f"vault server pid {os.getpid()} listening on {self.cfg.host}:{self.cfg.port}")
@@ -273,6 +278,7 @@ class _Session:
         node = self.node
         assert node is not None
         os.replace(path, path.with_name(name))
+        _sync_dir(path.parent)  # the rename is durable before the row says the object exists
         obj = ArchiveObject(node.node, name, str(req.get("vset", "")), int(req.get("part", 0)), str(req.get("kind", "")),
                             float(req.get("created", time.time())), size, digest, ACTIVE, time.time())
         self.srv.archive.add(obj)
@@ -305,6 +311,14 @@ class _Session:
             with contextlib.suppress(Exception):
                 fh.close()  # type: ignore[attr-defined]
             path.unlink(missing_ok=True)
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -262,6 +262,30 @@ class Archive:
                                (status, now if status == DELETED else None, node, name)).rowcount
         return n
 
+    def sweep(self) -> tuple[list[Path], list[Path]]:
+        """At the vault server's start (it holds the pid lock, so no session is receiving):
+        remove partial objects a crash left, and find object files no row names.
+
+        Returns (partials removed, unnamed files).  Unnamed files are only reported: one is a
+        volume whose row a crash prevented (the source never had its reply and stores it again
+        under the same name) or a purge cut short; an archive.db restored from an older copy
+        also shows here, and its files must not be thrown away by a restart."""
+        root = self.dir / "objects"
+        if not root.is_dir():
+            return [], []
+        named = set(self.conn.execute("SELECT node, name FROM objects").fetchall())
+        partials, unnamed = [], []
+        for path in sorted(root.glob("*/*")):
+            if not path.is_file():
+                continue
+            if path.name.startswith(".") and path.name.endswith(".partial"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                partials.append(path)
+            elif (path.parent.name, path.name) not in named:
+                unnamed.append(path)
+        return partials, unnamed
+
     def purge(self, now: float | None = None) -> list[tuple[str, str]]:
         """Delete objects marked for deletion longer ago than their node's archive retention."""
         now = time.time() if now is None else now

@@ -5,7 +5,11 @@ Every restore ends with the oracle's last check: per-file digests equal on both 
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import re
+import signal
 import time
 
 import pytest
@@ -17,7 +21,9 @@ from d3hb.ops import vault as ov
 from d3hb.protocol import tape
 from d3hb.servers.vaultclient import VaultRefused, VaultSession
 from d3hb.store import Home, System, digests
-from d3hb.store.vaultstore import ACTIVE, DELETED, UNAVAILABLE, USABLE, VolumeHistory
+from d3hb.store.vaultstore import ACTIVE, DELETED, PENDING, UNAVAILABLE, USABLE, VolumeHistory
+from d3hb.testing import oracle
+from d3hb.testing.procs import wait_until
 
 
 @pytest.fixture
@@ -109,8 +115,11 @@ def test_transaction_dump_through_the_vault(site):
     site.define(maxsize="64K")
     base = save_to(site.src)
     f = site.src.file("acme", "inv")
+    log = oracle.WriteLog()
     for i in range(300):
-        f.write(f"t{i}", "x" * 400)
+        log.write(f, f"t{i}", f"{i}\xfe" + "x" * 400)
+        if i % 7 == 3:
+            log.delete(f, f"t{i - 2}")
     with ov.open_vault_writer(site.src, "offsite") as w:
         saves.txn_dump(site.src, w)
     assert w.vset.startswith("txn-dump-") and len(w.stored) > 1
@@ -121,8 +130,9 @@ def test_transaction_dump_through_the_vault(site):
         saves.restore(site.home / "dr", "dr", rd)
     with System.open(site.home / "dr") as dr, ov.open_vault_reader(dr, "offsite", w.vset) as rd:
         rep = saves.txn_load(dr, rd)
-        assert rep.txns == 300
-        same_data(site.src, dr)
+        assert rep.txns == len(log.writes)
+        log.observe_ack(log.last)  # the tape is complete: every write on it is promised
+        assert oracle.check(site.src, dr, saves.TAPE_SERVER_PREFIX + site.src.history_id, log) == log.last
 
 
 def test_wrong_password_is_refused_with_one_line(site):
@@ -240,18 +250,32 @@ def test_expiration_and_purge(site):
     assert sorted(n for _, n in purged) == sorted(gone)
     assert all(not (site.target.path / "vault" / "objects" / "pick0" / g).exists() for g in gone)
     assert {o.vset for o in site.archive().objects("pick0")} == {newer}
-    # Two days on, the newer set is past the 1 day retention too.
+    # Two days on, the newer set is past the 1 day retention too; the vault's own purger removes it
+    # once the node's grace period (here 1 s) has passed.
+    ov.stop(site.target)
+    r = kit.cli(site.home, "--system", "vaulthost", "vault", "register", "pick0", "archretain=1s")
+    assert r.returncode == 0 and "archive retention 1s" in r.stdout, r.stderr
+    ov.serve(site.target, "127.0.0.1", site.port, purge_every=0.2)
     gone2 = ov.expire(site.src, "offsite", now=time.time() + 2 * 86400)
     assert {g.rsplit(".", 1)[0] for g in gone2} == {newer} and ov.volumes(site.src) == []
+    assert {o.status for o in site.archive().objects("pick0")} == {DELETED}
+    wait_until(lambda: site.archive().objects("pick0") == [], 30, "the vault server to purge the expired set")
+    assert not list((site.target.path / "vault" / "objects" / "pick0").iterdir())
+    assert f"purged archive object pick0/{gone2[0]}" in (site.target.path / "vault" / "server.log").read_text()
 
 
 def test_node_without_archive_retention_cannot_store(site):
-    ov.register(site.target, "pick0", {"archretain": "none"})
+    r = kit.cli(site.home, "--system", "vaulthost", "vault", "register", "pick0", "archretain=none")
+    assert r.returncode == 0 and "it cannot store data until archretain is set" in r.stdout, r.stderr
     kit.fill(site.src, n=50)
     site.define()
     with pytest.raises(VaultRefused, match="no archive retention"):
         save_to(site.src)
+    r = kit.cli(site.home, "--system", "pick0", "vault", "save", "offsite")
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "the policy of node 'pick0' has no archive retention: it cannot store data" in r.stderr
     assert ov.volumes(site.src) == [] and site.archive().objects("pick0") == []
+    kit.wait_no_partials(site)
 
 
 def test_audit_finds_a_flipped_byte(site):
@@ -338,13 +362,15 @@ def test_link_that_keeps_failing_fails_the_save_clearly(site):
     proxy = kit.CuttingProxy(site.port, after=60_000, cut_all=True)
     try:
         ov.update(site.src, "offsite", {"port": str(proxy.port)})
-        with pytest.raises(TapeError, match=r"could not be stored after 4 attempts"):
-            save_to(site.src)
+        r = kit.cli(site.home, "--system", "pick0", "vault", "save", "offsite")
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        *retries, error = r.stderr.strip().splitlines()  # a warning per retry, then the one-line error
+        assert len(retries) == 3 and all("failed" in w and "retrying" in w for w in retries), r.stderr
+        assert re.fullmatch(r"d3hb: volume save-\S+\.001 could not be stored after 4 attempts \([^;]*\); check the vault and the network, .*", error), error
+        assert proxy.connections == 4  # attempt 1 on the session opened before the save, then one per retry
         assert ov.volumes(site.src) == []  # never listed, not even as pending
         assert site.archive().objects("pick0") == []
         kit.wait_no_partials(site)
-        r = kit.cli(site.home, "--system", "pick0", "vault", "save", "offsite")
-        assert r.returncode == 1 and "could not be stored" in r.stderr and "Traceback" not in r.stderr
     finally:
         proxy.close()
 
@@ -365,3 +391,116 @@ def test_save_failing_after_some_volumes_leaves_none_usable(site):
     assert [(o.part, o.status) for o in objs] == [(1, DELETED)]  # marked for deletion on the vault
     kit.wait_no_partials(site)
     assert vaultcheck.reconcile(site.src, "offsite") == [vaultcheck.Finding(objs[0].name, vaultcheck.ORPHAN_MARKED, False, "none")]
+
+
+def _partials(site) -> list:
+    return list((site.target.path / "vault" / "objects").glob("*/.*.partial"))
+
+
+def test_vault_killed_mid_volume_restarts_and_the_save_completes(site):
+    kit.fill(site.src, n=1500)
+    site.define(maxsize="200K")
+    proxy = kit.CuttingProxy(site.port, stall={0: 120_000})  # the first connection stops inside volume 1
+    try:
+        ov.update(site.src, "offsite", {"port": str(proxy.port)})
+        save = kit.cli_start(site.home, "--system", "pick0", "vault", "save", "offsite")
+        wait_until(proxy.stalled.is_set, 60, "the save to reach the middle of volume 1")
+        wait_until(lambda: bool(_partials(site)), 30, "the vault to hold a partial volume")
+        pid = ov.status(site.target)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)  # the server is this process's child (serve started it): reap it
+        wait_until(lambda: not ov.status(site.target)["running"], 30, "the killed vault to release its pid lock")
+        assert _partials(site) and site.archive().objects("pick0") == []  # what kill -9 leaves
+        assert [v.status for v in ov.volumes(site.src)] in ([], [PENDING])  # nothing usable meanwhile
+        ov.serve(site.target, "127.0.0.1", site.port)
+        assert not _partials(site)  # the restarted vault removed it before listening
+        assert "a volume being received when the server stopped" in (site.target.path / "vault" / "server.log").read_text()
+        proxy.release.set()  # the stalled connection now finds the old vault gone: the source retries
+        out, err = save.communicate(timeout=120)
+        assert save.returncode == 0, err
+    finally:
+        proxy.close()
+    vols = ov.volumes(site.src)
+    assert len(vols) > 1 and {v.status for v in vols} == {USABLE}
+    assert f"Volume set {vols[0].vset}: {len(vols)} volumes" in out
+    objs = {o.name: o for o in site.archive().objects("pick0")}
+    assert sorted(objs) == sorted(v.volume for v in vols)
+    assert all((objs[v.volume].size, objs[v.volume].digest) == (v.size, v.digest) for v in vols)
+    dr = Home(site.home).create("dr", small=True)
+    dr.close()
+    with ov.open_vault_reader(site.src, "offsite", vols[0].vset) as rd:
+        saves.restore(site.home / "dr", "dr", rd)
+    with System.open(site.home / "dr") as d:
+        same_data(site.src, d)
+
+
+def test_the_vault_menu_defines_saves_lists_reconciles_and_audits(site, tmp_path):
+    """The Vault menu's forms, played by the script runner, drive the same commands."""
+    kit.fill(site.src, n=300)
+    script = tmp_path / "vault-menu.txt"
+    script.write_text("\n".join([
+        "menu vault",
+        "choose Define vault", "enter offsite", "enter 127.0.0.1", f"enter {site.port}", f"enter {kit.PASSWORD}",
+        "enter", "enter no", "enter 40K", "enter", "enter", "enter y",
+        "expect output \"session rw\"",
+        "choose Save to vault", "enter offsite", "enter y",
+        "expect output \"Volume set save-\"",
+        "choose Volumes", "enter offsite", "enter y",
+        "expect output usable",
+        "choose Reconcile", "enter offsite", "enter no", "enter y",
+        "expect output \"0 errors\"",
+    ]) + "\n")
+    r = kit.cli(site.home, "--system", "pick0", "menu", "--script", str(script))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+    vols = ov.volumes(site.src, "offsite")
+    assert len(vols) > 1 and {v.status for v in vols} == {USABLE}
+    assert sorted(o.name for o in site.archive().objects("pick0")) == sorted(v.volume for v in vols)
+    script.write_text("\n".join(["menu vault", "choose Audit volume", f"enter {vols[-1].volume}", "enter no", "enter y",
+                                 "expect output intact"]) + "\n")
+    r = kit.cli(site.home, "--system", "pick0", "menu", "--script", str(script))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+    # A third system imports through the same menu and restores the set.
+    Home(site.home).create("dr", small=True).close()
+    script.write_text("\n".join([
+        "menu vault",
+        "choose Define vault", "enter offsite", "enter 127.0.0.1", f"enter {site.port}", f"enter {kit.PASSWORD}",
+        "enter pick0", "enter yes", "enter", "enter", "enter", "enter y",
+        "expect output \"session ro (read-only import)\"",
+        "choose Restore from vault", "enter offsite", f"enter {vols[0].vset}", "enter y", "yes",
+        "expect output \"restore: 2 accounts\"",
+    ]) + "\n")
+    r = kit.cli(site.home, "--system", "dr", "menu", "--script", str(script))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    with System.open(site.home / "dr") as dr:
+        same_data(site.src, dr)
+    script.write_text("menu vault\nchoose Status\nexpect output pick0\n")
+    r = kit.cli(site.home, "--system", "vaulthost", "menu", "--script", str(script))
+    assert r.returncode == 0 and "running, pid" in r.stdout, r.stdout[-2000:] + r.stderr
+
+
+def test_account_save_and_t_dump_come_back_through_the_commands_on_a_third_system(site):
+    kit.fill(site.src, n=800)
+    kit.fill(site.src, n=50, account="other", fname="misc")
+    site.define(maxsize="60K")
+    r = kit.cli(site.home, "--system", "pick0", "vault", "save", "offsite", "acme")
+    assert r.returncode == 0, r.stderr
+    acct = ov.volumes(site.src, "offsite")
+    assert len(acct) > 1 and acct[0].kind == "account-save"
+    r = kit.cli(site.home, "--system", "pick0", "vault", "t-dump", "offsite", "misc", "account=other")
+    assert r.returncode == 0, r.stderr
+    tset = ov.latest_set(site.src, "offsite", ("t-dump",))
+    dr = Home(site.home).create("dr", small=True)
+    site.define(dr, node="pick0", readonly=True)
+    dr.create_account("tools", "D")
+    dr.create_file("tools", "misc", None, 3, "D")
+    dr.create_file("tools", "misc", "misc", 3, "D")
+    dr.close()
+    r = kit.cli(site.home, "--system", "dr", "vault", "account-restore", "offsite", acct[0].vset, "acme")
+    assert r.returncode == 0 and "account-restore" in r.stdout, r.stderr
+    r = kit.cli(site.home, "--system", "dr", "vault", "t-load", "offsite", tset, "misc", "account=tools")
+    assert r.returncode == 0, r.stderr
+    with System.open(site.home / "dr") as d:
+        assert not d.has_account("other")  # an account-save holds only the accounts named
+        assert digests(d)["acme,inv"] == digests(site.src)["acme,inv"]
+        assert dict(d.file("tools", "misc").items()) == dict(site.src.file("other", "misc").items())

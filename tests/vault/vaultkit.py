@@ -70,13 +70,24 @@ def cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedPro
     return subprocess.run([sys.executable, "-m", "d3hb", *args], capture_output=True, text=True, env=env, timeout=timeout, input="")
 
 
+def cli_start(home: Path, *args: str) -> subprocess.Popen:
+    """A d3hb command running in the background (a save the test interrupts)."""
+    env = {**os.environ, "D3HB_HOME": str(home)}
+    return subprocess.Popen([sys.executable, "-m", "d3hb", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
 class CuttingProxy:
     """Forwards 127.0.0.1:port to the vault; connection number k (from 0) in ``cut`` is closed
     after ``after`` bytes have passed in the watched direction ('up' client->vault, 'down')."""
 
     def __init__(self, upstream: int, *, cut: set[int] | None = None, after: int = 100_000, direction: str = "up", cut_all: bool = False,
-                 limits: dict[int, int] | None = None) -> None:
+                 limits: dict[int, int] | None = None, stall: dict[int, int] | None = None) -> None:
         self.limits = limits or {}  # connection number -> bytes after which it is cut (overrides cut/after)
+        # connection number -> bytes after which it stops forwarding until ``release`` is set
+        # (the vault can be killed meanwhile with a volume half received)
+        self.stall = stall or {}
+        self.stalled, self.release = threading.Event(), threading.Event()
         self.upstream, self.cut, self.after, self.direction, self.cut_all = upstream, cut or set(), after, direction, cut_all
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,16 +115,22 @@ class CuttingProxy:
             up = socket.create_connection(("127.0.0.1", self.upstream))
             limit = self.limits.get(k) if self.limits else (self.after if (self.cut_all or k in self.cut) else None)
             pair = [client, up]
-            threading.Thread(target=self._pump, args=(client, up, limit if self.direction == "up" else None, pair), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, up, limit if self.direction == "up" else None, pair, self.stall.get(k)),
+                             daemon=True).start()
             threading.Thread(target=self._pump, args=(up, client, limit if self.direction == "down" else None, pair), daemon=True).start()
 
-    def _pump(self, a: socket.socket, b: socket.socket, limit: int | None, pair: list[socket.socket]) -> None:
+    def _pump(self, a: socket.socket, b: socket.socket, limit: int | None, pair: list[socket.socket], stall: int | None = None) -> None:
         passed = 0
         try:
             while True:
                 data = a.recv(65536)
                 if not data:
                     break
+                if stall is not None and passed + len(data) >= stall:
+                    b.sendall(data[: max(0, stall - passed)])
+                    data, passed, stall = data[max(0, stall - passed) :], stall, None
+                    self.stalled.set()
+                    self.release.wait(120)
                 if limit is not None and passed + len(data) >= limit:
                     b.sendall(data[: max(0, limit - passed)])
                     self.cuts += 1

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 
-from d3hb.errors import UsageError
+from d3hb.errors import Refused, UsageError
 from d3hb.menu.actions.common import open_system, table
 from d3hb.menu.actions.tapes import _file_ref, _progress, _report
 from d3hb.menu.registry import Context, Request, action
-from d3hb.ops import saves, vaultcheck
+from d3hb.ops import running, saves, vaultcheck
 from d3hb.ops import vault as ov
 from d3hb.store import Home
 
@@ -31,6 +31,11 @@ def _days(seconds: float | None) -> str:
 
 def _fix(req: Request) -> bool:
     return ov._yes(req.fields.get("fix", "no"), "fix")
+
+
+def _fields(req: Request, *arg_keys: str) -> dict[str, str]:
+    """The keyword fields, without those a menu form also sent as the positional arguments."""
+    return {k: v for k, v in req.fields.items() if k not in arg_keys}
 
 
 # -- target -----------------------------------------------------------------------
@@ -67,7 +72,7 @@ def status(ctx: Context, req: Request) -> None:
 def register(ctx: Context, req: Request) -> None:
     node = req.arg(0, "node name")
     with open_system(ctx) as s:
-        _, retain = ov.register(s, node, dict(req.fields))
+        _, retain = ov.register(s, node, _fields(req, "node"))
     ctx.out(f"Node {node!r} registered (type server, archive retention {_days(retain)})"
             + ("" if retain is not None else "; it cannot store data until archretain is set"))
 
@@ -90,11 +95,14 @@ def purge(ctx: Context, req: Request) -> None:
 
 
 @action("vault.define", "Define a vault on this system (sends a new verification code)",
-        "NAME host=HOST {port=N} password=PW {node=NODE} {maxsize=64M} {retain=DAYS} {keepfull=N} {(r}")
+        "NAME host=HOST {port=N} password=PW {node=NODE} {maxsize=64M} {retain=DAYS} {keepfull=N} {import=yes} {(r}")
 def define(ctx: Context, req: Request) -> None:
     name = req.arg(0, "vault name")
+    fields = _fields(req, "name")
+    # import=yes is (r for the menu's form, which sends fields, not option letters
+    readonly = ov._yes(fields.pop("import", "no"), "import") or req.has("r")
     with open_system(ctx) as s:
-        vdef, mode = ov.define(s, name, dict(req.fields), readonly=req.has("r"))
+        vdef, mode = ov.define(s, name, fields, readonly=readonly)
     what = "read-only import" if vdef.readonly else "verification code stored on the vault"
     ctx.out(f"Vault {name!r} defined: {vdef.host}:{vdef.port} node {vdef.node!r}, session {mode} ({what})")
 
@@ -104,7 +112,7 @@ def define(ctx: Context, req: Request) -> None:
 def update(ctx: Context, req: Request) -> None:
     name = req.arg(0, "vault name")
     with open_system(ctx) as s:
-        _, forced = ov.update(s, name, dict(req.fields))
+        _, forced = ov.update(s, name, _fields(req, "name"))
     ctx.out(f"Vault {name!r} updated" + ("; verification code reset on both systems" if forced else ""))
 
 
@@ -146,11 +154,12 @@ def save(ctx: Context, req: Request) -> None:
                                           progress=_progress(ctx, "account-save" if accounts else "save")))
 
 
-@action("vault.t-dump", "Dump a file's items to the vault", "NAME FILE {ITEM ...}")
+@action("vault.t-dump", "Dump a file's items to the vault", "NAME FILE {ITEM ...} {account=NAME}")
 def t_dump(ctx: Context, req: Request) -> None:
     name = req.arg(0, "vault name")
     ref, ids = _file_ref(Request(req.args[1:]))
-    _write(ctx, name, lambda s, w: saves.t_dump(s, ctx.account, ref, w, ids=ids or None, progress=_progress(ctx, "t-dump")))
+    account = req.fields.get("account", ctx.account)  # the tcl command has --account; vault commands take a field
+    _write(ctx, name, lambda s, w: saves.t_dump(s, account, ref, w, ids=ids or None, progress=_progress(ctx, "t-dump")))
 
 
 @action("vault.txn-dump", "Write queued transactions to the vault", "NAME {FIRST {LAST}}")
@@ -169,6 +178,9 @@ def restore(ctx: Context, req: Request) -> None:
     home = Home(ctx.home)
     if not ctx.confirm(f"Restore replaces all of system '{ctx.system}'. Continue?"):
         raise UsageError(f"system {ctx.system!r} not restored", "answer Y, or give --yes")
+    busy = running.servers(home.system_path(ctx.system))
+    if busy:  # a hot backup server writing to the database being swapped out would lose its updates
+        raise Refused(f"server {busy[0]!r} of system {ctx.system!r} is running", "stop the servers of this system, then restore")
     with open_system(ctx) as s, ov.open_vault_reader(s, name, vset) as rd:
         size = ov.total_size(s, name, vset)
         s.close()  # the restore swaps the database file: hold no connection to it
@@ -185,12 +197,12 @@ def account_restore(ctx: Context, req: Request) -> None:
     _report(ctx, r)
 
 
-@action("vault.t-load", "Load a t-dump volume set into a file", "NAME VOLUMESET FILE {ITEM ...} {(o v}")
+@action("vault.t-load", "Load a t-dump volume set into a file", "NAME VOLUMESET FILE {ITEM ...} {account=NAME} {(o v}")
 def t_load(ctx: Context, req: Request) -> None:
     name, vset = req.arg(0, "vault name"), req.arg(1, "volume set")
     ref, ids = _file_ref(Request(req.args[2:]))
     with open_system(ctx) as s, ov.open_vault_reader(s, name, vset) as rd:
-        r = saves.t_load(s, ctx.account, ref, rd, ids=ids or None, overwrite=req.has("o"), verify_only=req.has("v"),
+        r = saves.t_load(s, req.fields.get("account", ctx.account), ref, rd, ids=ids or None, overwrite=req.has("o"), verify_only=req.has("v"),
                          progress=_progress(ctx, "t-load"), total=ov.total_size(s, name, vset))
     _report(ctx, r)
 
