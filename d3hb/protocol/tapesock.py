@@ -31,7 +31,7 @@ from enum import Enum
 from typing import NoReturn
 
 from d3hb.errors import LocalProtocolError, RemoteProtocolError
-from d3hb.protocol.frames import Frame, FrameDecoder, encode_frame
+from d3hb.protocol.frames import Frame, FrameDecoder, frame_header
 
 logger = logging.getLogger(__name__)
 
@@ -324,6 +324,11 @@ class TapeLink:
 
     def send(self, event: Event) -> bytes:
         """The bytes for ``event``; LocalProtocolError if it is not allowed now."""
+        return b"".join(self.send_parts(event))
+
+    def send_parts(self, event: Event) -> tuple[bytes, ...]:
+        """As :meth:`send`, in pieces to write one after the other: a Data chunk
+        comes back as (header, the chunk itself), so 1 MiB is not copied to join them."""
         if self.state is State.ERROR and isinstance(event, Error):
             nxt = State.CLOSED
         else:
@@ -331,12 +336,13 @@ class TapeLink:
         if nxt is None:
             raise LocalProtocolError(f"the {self.role} server cannot send {type(event).__name__} while the link is {self.state.value}", "this is a bug in d3hb; report it")
         mark = self._check_send(event)
-        out = encode_frame(_TYPES[type(event)], _encode(event, mark), FRAME_LIMIT)
-        self.bytes_sent += len(out)
+        payload = _encode(event, mark)
+        head = frame_header(_TYPES[type(event)], payload, FRAME_LIMIT)
+        self.bytes_sent += len(head) + len(payload)
         self.state = nxt
         if nxt is State.CLOSED:
             self._closed_by_us = True
-        return out
+        return (head, payload) if payload else (head,)
 
     def send_failed(self) -> None:
         """The bytes of the last send() never reached the peer: the link is unusable."""

@@ -47,7 +47,8 @@ class _Conn:
         self._sent_at = 0.0
 
     async def send(self, event: ts.Event) -> None:
-        self.writer.write(self.link.send(event))
+        for part in self.link.send_parts(event):
+            self.writer.write(part)
         try:
             await self.writer.drain()
         except (ConnectionError, OSError) as exc:

@@ -116,6 +116,29 @@ def test_conversation_random_splits(seed: int) -> None:
 # -- handshake ---------------------------------------------------------------
 
 
+def test_data_is_sent_in_two_parts_and_decoded_from_a_reused_buffer() -> None:
+    """The servers' hot path: the chunk is written after its header without a join, and the
+    receiver may hand in a view of a buffer it refills at once (frames must not share it)."""
+    out, inp = connected(credit=8)
+    twin, _ = connected(credit=8)
+    chunks = [bytes([i]) * (MAX_CHUNK - i) for i in range(3)]
+    wire = bytearray()
+    for c in chunks:
+        parts = out.send_parts(Data(c))
+        assert len(parts) == 2 and parts[1] is c
+        assert b"".join(parts) == twin.send(Data(c))
+        wire += b"".join(parts)
+    buf = bytearray(100_003)  # an odd size: frames straddle the refills
+    got = []
+    for pos in range(0, len(wire), len(buf)):
+        n = len(wire[pos : pos + len(buf)])
+        buf[:n] = wire[pos : pos + n]
+        inp.receive_data(memoryview(buf)[:n])
+        got += drain(inp)
+        buf[:] = b"\xee" * len(buf)  # overwritten before the frames are used
+    assert [e.data for e in got] == chunks
+
+
 def test_only_the_output_server_opens() -> None:
     inp = TapeLink("input", SERVER)
     with pytest.raises(LocalProtocolError):
