@@ -17,8 +17,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
-from d3hb.errors import NotFound, UsageError
-from d3hb.store import control, messages
+from d3hb.errors import NotFound, Refused, UsageError
+from d3hb.store import control, history, messages
 from d3hb.store.system import NAME_RE, FileInfo, System
 
 HB_LOG = "hb.log"
@@ -26,8 +26,8 @@ MASTER, SLAVE = "M", "S"
 
 # Field names on the command line and in menus (the contract), in attribute order.
 FIELDS = ("type", "host", "port", "target", "protocol", "log-slave", "check", "txlog", "notify", "apply",
-          "auto-create", "code", "tls-cert", "tls-key", "tls-ca", "timeout", "cap", "bind", "window", "batch")  # fmt: skip
-MASTER_ONLY = frozenset({"host", "target", "txlog", "cap", "window", "batch"})  # check: both (heartbeats)
+          "auto-create", "code", "tls-cert", "tls-key", "tls-ca", "timeout", "cap", "bind", "window", "batch", "verify")  # fmt: skip
+MASTER_ONLY = frozenset({"host", "target", "txlog", "cap", "window", "batch", "verify"})  # check: both (heartbeats)
 SLAVE_ONLY = frozenset({"log-slave", "apply", "auto-create", "bind"})
 
 DEFAULT_PORT = 2000
@@ -69,6 +69,7 @@ class ServerDef:
     bind: str = DEFAULT_BIND
     window: int = DEFAULT_WINDOW
     batch: int = DEFAULT_BATCH
+    verify: float = 0.0  # s between periodic verify markers; 0: only 'hot-backup verify'
 
     @property
     def is_master(self) -> bool:
@@ -184,6 +185,12 @@ def parse_field(field: str, value: str) -> tuple[str, object]:
         return "window", int(_number(f, v, 1, 256, integer=True))
     if f == "batch":
         return "batch", int(_number(f, v, 1, 100_000, integer=True))
+    if f == "verify":
+        todo = "give the seconds between periodic verifications: 0 (off) or 1 to 604800 (e.g. 3600)"
+        n = _number(f, v, 0, 604800, todo=todo)
+        if 0 < n < 1:
+            raise _bad(f, v, todo)
+        return "verify", n
     raise UsageError(f"unknown field {field!r}", f"known fields: name, {', '.join(FIELDS)}")
 
 
@@ -272,6 +279,13 @@ class Definitions:
             raise UsageError("field 'type': a new server needs a type", "give type=M (master) or type=S (slave)")
         base = self.get(name) if exists else ServerDef(name=name, type=str(parsed["type"]))
         d = replace(base, **parsed)  # type: ignore[arg-type]
+        if exists and base.is_master and not d.is_master:
+            # An old master made a slave by hand would apply the new master's numbers on top of
+            # updates that master never received: only rejoin judges that first.
+            last = history.own_position(self.system).last
+            if last:
+                raise Refused(f"server '{name}' is the master of system {self.system.name!r}, which holds its own updates up to {last}",
+                              f"an old master comes back only through 'd3hb hot-backup rejoin {name} peer=SYSTEM', which checks it did not diverge")
         wrong = MASTER_ONLY if not d.is_master else SLAVE_ONLY
         given = {k.lower().replace("_", "-") for k in values} & wrong
         if given:

@@ -7,8 +7,8 @@ archive retention), :func:`serve` / :func:`stop` the vault server,
 Source side: :func:`define` (sends a new verification code), :func:`update`
 (``forcesync=yes`` resets the code after this system's database was
 restored), :func:`open_vault_writer` / :func:`open_vault_reader` (file-like
-objects any tape operation can use), :func:`expire`, :func:`reconcile` and
-:func:`audit`.  Vault definitions are kept in ``$SYSTEM/vaults.json`` (mode
+objects any tape operation can use); expire, reconcile and audit are in
+:mod:`d3hb.ops.vaultcheck`.  Vault definitions are kept in ``$SYSTEM/vaults.json`` (mode
 0600); the verification codes and the volume history live in the system's
 database (:mod:`d3hb.store.vaultstore`), so a full restore loses them as
 TSM's does.
@@ -34,7 +34,7 @@ from d3hb.protocol import vault as vp
 from d3hb.servers import vault as vserver
 from d3hb.servers.vaultclient import VaultSession
 from d3hb.store.system import NAME_RE, System
-from d3hb.store.vaultstore import ACTIVE, DELETED, USABLE, Archive, Volume, VolumeHistory
+from d3hb.store.vaultstore import ACTIVE, USABLE, Archive, Volume, VolumeHistory
 
 DEFS_FILE = "vaults.json"
 DEFAULT_PORT = 1500  # TSM's server-to-server port
@@ -379,33 +379,3 @@ def open_vault_reader(system: System, name: str, vset: str | None = None, kinds:
 def total_size(system: System, name: str, vset: str) -> int | None:
     vols = VolumeHistory(system).volumes(name, vset)
     return sum(v.size for v in vols) if vols else None
-
-
-def expire(system: System, name: str, now: float | None = None) -> list[str]:
-    """Delete expired volume sets from the history and mark their objects for deletion on the vault.
-
-    A set expires when older than the vault's ``retain``, or when it is a full
-    save beyond the newest ``keepfull``.  The vault is told first: if it cannot
-    be reached nothing changes here.
-    """
-    vdef = Definitions(system).get(name)
-    now = time.time() if now is None else now
-    hist = VolumeHistory(system)
-    sets: dict[str, list[Volume]] = {}
-    for v in hist.volumes(name):
-        sets.setdefault(v.vset, []).append(v)
-    doomed: set[str] = set()
-    if vdef.retain is not None:
-        doomed |= {s for s, vols in sets.items() if vols[0].created < now - vdef.retain}
-    if vdef.keepfull is not None:
-        full = sorted((s for s, vols in sets.items() if vols[0].kind == "save" and all(v.status == USABLE for v in vols)),
-                      key=lambda s: sets[s][0].created, reverse=True)
-        doomed |= set(full[vdef.keepfull :])
-    names = [v.volume for s in sorted(doomed) for v in sets[s]]
-    if names:
-        with session(system, vdef) as s:
-            if s.mode != "rw":
-                raise Refused(f"vault {name!r} opened a read-only session; expiration needs read/write", f"d3hb vault update {name} forcesync=yes")
-            s.mark(names, DELETED)
-        hist.delete(names)
-    return names

@@ -1,4 +1,4 @@
-"""Checking a vault: reconcile (volume history against archive objects) and audit (one volume's blocks).
+"""The source's housekeeping: expire, reconcile (volume history against archive objects) and audit.
 
 :func:`reconcile` follows TSM's RECONCILE VOLUMES table row by row:
 
@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 
 from d3hb.errors import NotFound, Refused
 from d3hb.ops.vault import Definitions, session
+from d3hb.ops.vaultio import abandoned_sets, forget_set, writer_alive
 from d3hb.protocol import tape
 from d3hb.store.system import System
-from d3hb.store.vaultstore import ACTIVE, DELETED, UNAVAILABLE, USABLE, Volume, VolumeHistory
+from d3hb.store.vaultstore import ACTIVE, DELETED, PENDING, UNAVAILABLE, USABLE, Volume, VolumeHistory
 
 NO_FILES = "volume exists, no files on the target"
 MARKED = "volume exists, files marked for deletion"
@@ -172,3 +174,47 @@ def audit(system: System, volume: str, *, vault: str | None = None, fix: bool = 
         if status != v.status:
             hist.set_status([volume], status)
     return AuditResult(volume, blocks, len(data), tuple(damage), status)
+
+
+def expire(system: System, name: str, now: float | None = None) -> list[str]:
+    """Delete expired volume sets from the history and mark their objects for deletion on the vault.
+
+    A set expires when older than the vault's ``retain``, or when it is a full
+    save beyond the newest ``keepfull``; a set left pending by a writer that
+    died goes at once (it can never become usable).  A set still being
+    written is never touched.  The vault is told first: if it cannot be
+    reached nothing changes here.
+    """
+    vdef = Definitions(system).get(name)
+    now = time.time() if now is None else now
+    hist = VolumeHistory(system)
+    sets: dict[str, list[Volume]] = {}
+    for v in hist.volumes(name):
+        sets.setdefault(v.vset, []).append(v)
+    doomed = abandoned_sets(system.path, hist.volumes(name))
+    if vdef.retain is not None:
+        doomed |= {s for s, vols in sets.items() if vols[0].created < now - vdef.retain}
+    if vdef.keepfull is not None:
+        full = sorted((s for s, vols in sets.items() if vols[0].kind == "save" and all(v.status == USABLE for v in vols)),
+                      key=lambda s: sets[s][0].created, reverse=True)
+        doomed |= set(full[vdef.keepfull :])
+    doomed = {s for s in doomed if not (any(v.status == PENDING for v in sets[s]) and writer_alive(system.path, s))}
+    names = [v.volume for s in sorted(doomed) for v in sets[s]]
+    if names:
+        dead = doomed & abandoned_sets(system.path, hist.volumes(name))
+        with session(system, vdef) as s:
+            if s.mode != "rw":
+                raise Refused(f"vault {name!r} opened a read-only session; expiration needs read/write", f"d3hb vault update {name} forcesync=yes")
+            # A writer that died may have stored a volume it never recorded: its set's name is its own.
+            extra = [o["name"] for o in s.list() if dead and o["vset"] in dead and o["status"] == ACTIVE and o["name"] not in names] if dead else []
+            s.mark(names + extra, DELETED)
+        hist.delete(names)
+        names += extra
+    for s in doomed:
+        forget_set(system.path, s)
+    return names
+
+
+def abandoned(system: System, name: str | None = None) -> set[str]:
+    """Volume sets left pending by a writer that died."""
+    return abandoned_sets(system.path, VolumeHistory(system).volumes(name))

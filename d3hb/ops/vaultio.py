@@ -18,6 +18,7 @@ every volume's size and SHA-256 against the volume history.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -36,6 +37,7 @@ from d3hb.store.vaultstore import ACTIVE, DELETED, PENDING, USABLE, Volume, Volu
 
 logger = logging.getLogger(__name__)
 
+SPOOL_DIR = "vault-spool"
 RETRIES = 3
 RETRY_WAIT = 0.5
 _BLOCK_HEAD = struct.Struct(">2scIII")  # the tape codec's block header: magic, type, number, length, crc
@@ -57,9 +59,10 @@ class VolumeWriter:
         self.vault, self.maxsize, self.connect, self.retries = vault, maxsize, connect, retries
         self.system = System.open(system_dir)  # its own connection: a save holds a read snapshot on the caller's
         self.history = VolumeHistory(self.system)
-        spool = system_dir / "vault-spool"
-        spool.mkdir(mode=0o700, exist_ok=True)
-        self.spool = tempfile.TemporaryFile(dir=spool)  # noqa: SIM115 - closed in close/abort
+        self.spool_dir = system_dir / SPOOL_DIR
+        self.spool_dir.mkdir(mode=0o700, exist_ok=True)
+        self.spool = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115 - closed in close/abort
+        self._lock_fd: int | None = None
         self.session: VaultSession | None = None
         self.session = self._session()  # a wrong password or code fails before the save starts
         if self.session.mode != "rw":
@@ -139,6 +142,10 @@ class VolumeWriter:
     def _ship(self) -> None:
         if not self.vset:
             self.vset = f"{self.kind or 'tape'}-{time.strftime('%Y%m%d%H%M%S', time.gmtime(self.created))}-{os.urandom(3).hex()}"
+            # Held until the set is usable or gone: a pending set whose lock nobody holds was
+            # left by a writer that died (kill -9, power cut), and expire may clear it.
+            self._lock_fd = os.open(lock_path(self.spool_dir.parent, self.vset), os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self.part += 1
         name = f"{self.vset}.{self.part:03d}"
         self.spool.flush()
@@ -200,6 +207,10 @@ class VolumeWriter:
         self._drop_session()
         self.spool.close()
         self.system.close()
+        if self._lock_fd is not None:
+            lock_path(self.spool_dir.parent, self.vset).unlink(missing_ok=True)  # before unlocking: never seen free
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 class VolumeSetReader:
@@ -263,6 +274,34 @@ class VolumeSetReader:
             self.session = None
 
 
+def lock_path(system_dir: Path, vset: str) -> Path:
+    return Path(system_dir) / SPOOL_DIR / f"{vset}.lock"
+
+
+def writer_alive(system_dir: Path, vset: str) -> bool:
+    """Whether the writer of a pending set is still at work (it holds the set's lock)."""
+    try:
+        fd = os.open(lock_path(system_dir, vset), os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def abandoned_sets(system_dir: Path, volumes: list[Volume]) -> set[str]:
+    """Sets with a pending volume whose writer died: never usable, cleared by expire."""
+    return {s for s in {v.vset for v in volumes if v.status == PENDING} if not writer_alive(system_dir, s)}
+
+
+def forget_set(system_dir: Path, vset: str) -> None:
+    lock_path(system_dir, vset).unlink(missing_ok=True)
+
+
 def usable_set(volumes: list[Volume], vset: str) -> list[Volume]:
     """The set's volumes in order, refusing a set that is incomplete or has an unavailable volume."""
     vols = sorted((v for v in volumes if v.vset == vset), key=lambda v: v.part)
@@ -277,4 +316,4 @@ def usable_set(volumes: list[Volume], vset: str) -> list[Volume]:
     return vols
 
 
-__all__ = ["VolumeWriter", "VolumeSetReader", "usable_set"]
+__all__ = ["VolumeWriter", "VolumeSetReader", "usable_set", "abandoned_sets", "writer_alive", "forget_set"]

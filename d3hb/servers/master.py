@@ -26,6 +26,7 @@ from d3hb.errors import D3hbError, LocalProtocolError, RemoteProtocolError, Stor
 from d3hb.protocol import events as ev
 from d3hb.protocol.replication import CLOSED, DEFAULT_MAX_FRAME, MASTER, NEED_DATA, Connection, State
 from d3hb.servers import status as st
+from d3hb.store import verify as store_verify
 from d3hb.store.system import System
 from d3hb.store.txn import Kind
 
@@ -81,6 +82,7 @@ class MasterServer:
         self.last_heard = 0.0
         self.pending_test: tuple[int, float] | None = None
         self.next_test = 0.0
+        self.next_verify = time.monotonic() + cfg.verify if cfg.verify else 0.0
         self.stats_waiters: list[asyncio.Future] = []
 
     # -- asked over the control channel ----------------------------------------------
@@ -373,6 +375,7 @@ class MasterServer:
             sent = await self._fill_window(conn)
             now = time.monotonic()
             self._test_record(now)  # before the ack time-out below, so a late test record is reported as such
+            self._verify_marker(now)
             if conn.unacked_batches:
                 waiting_since = waiting_since or now
                 if now - max(waiting_since, self.last_heard) > cfg.timeout:
@@ -427,6 +430,17 @@ class MasterServer:
             return  # nothing is enqueued now, so nothing could prove the path
         tno = self.system.enqueue(Kind.TEST, 0, "", "", None, body=f"tltest {cfg.name} {time.time():.3f}".encode())
         self.pending_test = (tno, now)
+
+    def _verify_marker(self, now: float) -> None:
+        """Periodic verify (field verify=SECONDS): a marker through the queue; the slave judges it."""
+        cfg = self.cfg
+        if not cfg.verify or now < self.next_verify:
+            return
+        self.next_verify = now + cfg.verify
+        if not (self.system.logging and self.system.enqueuing):
+            return
+        tno = store_verify.write_marker(self.system, note=f"periodic {cfg.name}")
+        self.rt.log(f"Verify marker {tno} written (every {cfg.verify:g} s); the slave compares its digests when it applies it")
 
     def _figures(self, conn: Connection) -> None:
         last = self.queue.last_tno()

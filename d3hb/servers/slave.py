@@ -39,7 +39,9 @@ from d3hb.servers.helper import CHECK_EVERY, Helpers
 from d3hb.servers.options import SlaveOptions
 from d3hb.store import apply as store_apply
 from d3hb.store import park as store_park
+from d3hb.store import verify as store_verify
 from d3hb.store.system import System
+from d3hb.store.txn import Kind
 
 READ_CHUNK = 256 * 1024
 FATAL = "error: "  # a Bye reason with this prefix stops the pair
@@ -301,6 +303,17 @@ class _Session:
             else:
                 self.rt.log(f"Call from {self.peer} dropped during the handshake ({type(exc).__name__}: {exc})")
 
+    def _verdict(self) -> None:
+        """A verify marker was applied: its files' digests against the master's, an incident if they differ."""
+        verdict = store_verify.last_verdict(self.srv.system)
+        if verdict is None or not verdict.checked:
+            return
+        self.rt.log(verdict.line())
+        if verdict.differs:
+            self.rt.incidents.raise_("verify", verdict.line())
+        else:
+            self.rt.incidents.clear("verify", verdict.line())
+
     def _lost(self, text: str) -> None:
         if self.srv.current is self or self.srv.current is None:
             self.rt.incidents.raise_("connection", text)
@@ -406,6 +419,8 @@ class _Session:
         helping = bool(srv.helpers.running)
         result = srv.handler.handle(batch.txns)  # one SQLite transaction, on the loop: never interrupted
         srv.after_handle()
+        if any(t.kind is Kind.VERIFY for t in batch.txns):
+            self._verdict()
         self.rt.incidents.clear("store", "batches are stored again")
         srv.stats["batches"] += 1
         srv.stats["transactions_received"] += len(batch.txns)

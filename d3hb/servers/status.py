@@ -301,6 +301,7 @@ class Config:
     bind: str = "127.0.0.1"
     window: int = 8
     batch: int = 500
+    verify: float = 0.0  # master: seconds between periodic verify markers (0: none)
 
     @property
     def dir(self) -> Path:

@@ -7,6 +7,11 @@ same files inside the batch's transaction.  Both results are kept in a
 ``verify_digests`` table, so they describe exactly the database as of that
 number on each side, whatever was written before or after.
 
+The marker also carries the master's whole-file digests, so the slave
+judges each marker by itself (:class:`Verdict`, kept in ``meta``): a
+periodic verify across hosts raises an incident on the slave without
+either side opening the other's database.
+
 Per file: a SHA-256 over (id, body) in id order (:func:`d3hb.store.files.file_digest`'s
 form) and a compact list of per-item hashes, so a difference can be named
 by item id.  Pure store code, no I/O beyond SQLite.
@@ -33,6 +38,8 @@ TABLE = """CREATE TABLE IF NOT EXISTS verify_digests(
     PRIMARY KEY(tno, file)
 )"""
 MISSING = "missing"
+VERDICT_META = "hb.verify.verdict"
+KEEP = 10  # verifications kept on each side; a periodic verify must not fill the disk
 _ITEM_HASH = 16
 _LEN = struct.Struct(">H")
 
@@ -116,28 +123,69 @@ def _store(system: System, tno: int, digests: list[FileDigest]) -> None:
     )
 
 
-def write_marker(system: System, note: str = "") -> int:
-    """Master side: queue a verify marker and digest, in one transaction; returns its number."""
+def write_marker(system: System, note: str = "", keep: int = KEEP) -> int:
+    """Master side: queue a verify marker and digest, in one transaction; returns its number.
+
+    The marker carries each file's whole digest, so the slave can judge by
+    itself (a periodic verify across hosts); the per-item hashes stay here
+    for ``verify`` to name the items.
+    """
     with system.transaction():
         names = [_name(f) for f in replicated_files(system)]
-        body = json.dumps({"files": names, "note": note, "at": time.time()}).encode()
+        # The number is only known once queued, and the body is part of the queued row: digest first.
+        mine = [digest_file(system, _find(system, n), n) for n in names]
+        body = json.dumps({"files": names, "digests": {d.file: d.digest for d in mine}, "note": note,
+                           "at": time.time()}).encode()
         tno = system.enqueue(Kind.VERIFY, 0, "", "", None, body=body)
-        _store(system, tno, [digest_file(system, _find(system, n), n) for n in names])
+        _store(system, tno, mine)
+        prune(system, keep)
     return tno
 
 
-def record_marker(system: System, t: Transaction) -> int:
-    """Slave side, inside the batch's transaction: digest the files the marker names."""
+@dataclass(frozen=True)
+class Verdict:
+    """The slave's own judgement of a marker: the files whose digest differs from the master's."""
+
+    tno: int
+    differs: tuple[str, ...]
+    checked: int  # files whose master digest the marker carried
+
+    def line(self) -> str:
+        if not self.differs:
+            return f"verify marker {self.tno}: {self.checked} files agree with the master"
+        return (f"verify marker {self.tno}: {len(self.differs)} of {self.checked} files differ from the master: "
+                f"{', '.join(self.differs[:10])}{' ...' if len(self.differs) > 10 else ''}; "
+                f"run 'd3hb hot-backup verify' on the master for the items")
+
+
+def record_marker(system: System, t: Transaction, keep: int = KEEP) -> Verdict:
+    """Slave side, inside the batch's transaction: digest the files the marker names, judge them."""
     try:
-        names = list(json.loads(t.body.decode()).get("files", []))
-    except (ValueError, UnicodeDecodeError, AttributeError):
-        names = []  # a marker this release cannot read: digest what is replicated here
+        doc = json.loads(t.body.decode())
+        names, theirs = list(doc.get("files", [])), dict(doc.get("digests", {}))
+    except (ValueError, UnicodeDecodeError, AttributeError, TypeError):
+        names, theirs = [], {}  # a marker this release cannot read: digest what is replicated here
     if not names:
         names = [_name(f) for f in replicated_files(system)]
-    names = [n for n in names if "," in n and not _is_control(n)]
+    names = [n for n in names if isinstance(n, str) and "," in n and not _is_control(n)]
     with system.transaction():
-        _store(system, t.tno, [digest_file(system, _find(system, n), n) for n in names])
-    return len(names)
+        mine = [digest_file(system, _find(system, n), n) for n in names]
+        _store(system, t.tno, mine)
+        checked = [d for d in mine if d.file in theirs]
+        verdict = Verdict(t.tno, tuple(d.file for d in checked if d.digest != theirs[d.file]), len(checked))
+        system.set_meta(VERDICT_META, json.dumps({"tno": verdict.tno, "differs": list(verdict.differs),
+                                                  "checked": verdict.checked}))
+        prune(system, keep)
+    return verdict
+
+
+def last_verdict(system: System) -> Verdict | None:
+    """The judgement of the last verify marker this system applied (None: none yet)."""
+    raw = system.meta(VERDICT_META)
+    if not raw:
+        return None
+    doc = json.loads(raw)
+    return Verdict(int(doc["tno"]), tuple(doc.get("differs", ())), int(doc.get("checked", 0)))
 
 
 def load(system: System, tno: int) -> dict[str, FileDigest] | None:

@@ -199,3 +199,7 @@ def test_divergent_rejoin_is_refused_and_nothing_changes(home, tmp_path):
     assert Definitions(m).get("hb").is_master
     with pytest.raises(Exception, match="resync"):
         sv.start(m, "hb")
+    # Nor can it be made a slave by hand, around the judgement.
+    with pytest.raises(Refused, match="only through 'd3hb hot-backup rejoin hb"):
+        Definitions(m).setup("hb", {"type": "S"})
+    assert Definitions(m).get("hb").is_master and digests(m) == before

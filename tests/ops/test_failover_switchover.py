@@ -11,7 +11,7 @@ from failover_kit import Writer, drained, pair, start_pair
 from d3hb.errors import Refused
 from d3hb.ops import failover
 from d3hb.ops import supervisor as sv
-from d3hb.store import System
+from d3hb.store import System, messages
 from d3hb.store import apply as store_apply
 from d3hb.testing import oracle, procs
 
@@ -50,7 +50,7 @@ def test_planned_switchover_under_steady_load(home):
 
 
 def test_promote_refused_while_connected_then_forced(home):
-    m, s, _ = pair(home)
+    m, s, _ = pair(home, slave_fields={"notify": "dm,!3"})
     start_pair(m, s)
     log = oracle.WriteLog()
     w = Writer(m.path, log)
@@ -67,6 +67,8 @@ def test_promote_refused_while_connected_then_forced(home):
     p = failover.promote(s, "hb")
     assert p.tno == log.last == store_apply.last_applied(s, "hb")
     assert not s.replica and not sv.is_running(s, "hb")
+    for target in ("dm", "!3"):  # the notify list is told
+        assert f"promoted to master: last transaction applied {p.tno}" in messages.log_path(s.path, target).read_text()
     tno = s.file("acme", "inv").write("after", "promotion")
     assert tno == p.tno + 1  # numbering continues the old master's history
     assert s.history_id == m.history_id and s.epoch == m.epoch + 1

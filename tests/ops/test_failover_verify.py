@@ -11,7 +11,7 @@ from failover_kit import Writer, drained, pair, start_pair
 
 from d3hb.cli import main
 from d3hb.ops import failover, verify
-from d3hb.store import digests
+from d3hb.store import digests, messages
 from d3hb.testing import oracle, procs
 
 
@@ -94,3 +94,25 @@ def test_failover_commands(home, capsys):
     status, out, err = run(capsys, "hot-backup", "rejoin", "hb")
     assert status == 2 and "peer=" in err
     assert digests(m) == digests(s)
+
+
+def test_periodic_verify_raises_an_incident_on_the_slave_then_clears_it(home):
+    """verify=SECONDS on the master: markers through the queue, judged by the slave alone (no shared home needed)."""
+    m, s, _ = pair(home, master_fields={"verify": "1"}, slave_fields={"notify": "dm"})
+    start_pair(m, s)
+    inv = m.file("acme", "inv")
+    log = oracle.WriteLog()
+    for i in range(40):
+        log.write(inv, f"p{i}", f"body {i}")
+    procs.wait_applied(s, "hb", log.last)
+    dm = messages.log_path(s.path, "dm")
+    f = s.file("acme", "inv").info
+    original = s.file("acme", "inv").read("p7")
+    s._put(f, b"p7", b"changed behind hot backup's back", log=False, guard=False)
+    procs.wait_until(lambda: dm.exists() and "differ from the master: acme,inv" in dm.read_text(), 60,
+                     "the slave to report the changed file to its notify list")
+    assert "INCIDENT" in dm.read_text()
+    # Put it right: the next marker agrees, and the incident is closed once.
+    s._put(f, b"p7", original, log=False, guard=False)
+    procs.wait_until(lambda: "files agree with the master" in dm.read_text(), 60, "the slave to say the files agree again")
+    drained(m, s, log, contiguous=False)  # the markers took numbers between the writes

@@ -238,7 +238,7 @@ def test_expiration_and_purge(site):
     site.define(maxsize="100K", retain="1d", keepfull="1")
     older = save_to(site.src)
     newer = save_to(site.src)
-    gone = ov.expire(site.src, "offsite")
+    gone = vaultcheck.expire(site.src, "offsite")
     assert gone and {g.rsplit(".", 1)[0] for g in gone} == {older}  # beyond the newest full save
     assert {v.vset for v in ov.volumes(site.src)} == {newer}
     arch = {o.name: o for o in site.archive().objects("pick0")}
@@ -256,7 +256,7 @@ def test_expiration_and_purge(site):
     r = kit.cli(site.home, "--system", "vaulthost", "vault", "register", "pick0", "archretain=1s")
     assert r.returncode == 0 and "archive retention 1s" in r.stdout, r.stderr
     ov.serve(site.target, "127.0.0.1", site.port, purge_every=0.2)
-    gone2 = ov.expire(site.src, "offsite", now=time.time() + 2 * 86400)
+    gone2 = vaultcheck.expire(site.src, "offsite", now=time.time() + 2 * 86400)
     assert {g.rsplit(".", 1)[0] for g in gone2} == {newer} and ov.volumes(site.src) == []
     assert {o.status for o in site.archive().objects("pick0")} == {DELETED}
     wait_until(lambda: site.archive().objects("pick0") == [], 30, "the vault server to purge the expired set")
@@ -504,3 +504,41 @@ def test_account_save_and_t_dump_come_back_through_the_commands_on_a_third_syste
         assert not d.has_account("other")  # an account-save holds only the accounts named
         assert digests(d)["acme,inv"] == digests(site.src)["acme,inv"]
         assert dict(d.file("tools", "misc").items()) == dict(site.src.file("other", "misc").items())
+
+
+def test_source_killed_mid_save_leaves_nothing_usable_and_expire_clears_it(site):
+    kit.fill(site.src, n=1500)
+    site.define(maxsize="200K")
+    # Volume 1 goes through; the connection then stalls inside volume 2, and the source is killed there.
+    proxy = kit.CuttingProxy(site.port, stall={0: 300_000})
+    try:
+        ov.update(site.src, "offsite", {"port": str(proxy.port)})
+        save = kit.cli_start(site.home, "--system", "pick0", "vault", "save", "offsite")
+        wait_until(proxy.stalled.is_set, 60, "the save to reach the middle of volume 2")
+        wait_until(lambda: len(ov.volumes(site.src)) == 1, 30, "volume 1 to enter the history")
+        assert vaultcheck.abandoned(site.src) == set()  # its writer is alive: not touched
+        assert vaultcheck.expire(site.src, "offsite") == []
+        save.kill()
+        save.wait(30)
+    finally:
+        proxy.release.set()
+        proxy.close()
+    ov.update(site.src, "offsite", {"port": str(site.port)})
+    [vol] = ov.volumes(site.src)
+    assert vol.status == PENDING and vaultcheck.abandoned(site.src) == {vol.vset}
+    with pytest.raises(Refused, match="pending"), ov.open_vault_reader(site.src, "offsite", vol.vset):
+        pass
+    r = kit.cli(site.home, "--system", "pick0", "vault", "volumes", "offsite")
+    assert "abandoned" in r.stdout and "vault expire NAME" in r.stdout, r.stdout
+    # Volume 2's connection died with the source.  What the dead source had already pushed into the
+    # socket may or may not have been a whole volume: the vault dropped it half-received, or stored it
+    # complete (a volume the history never recorded).  Either way nothing is half-written there.
+    kit.wait_no_partials(site)
+    objs = {o.name: o.status for o in site.archive().objects("pick0")}
+    assert objs in ({vol.volume: ACTIVE}, {vol.volume: ACTIVE, f"{vol.vset}.002": ACTIVE}), objs
+    r = kit.cli(site.home, "--system", "pick0", "vault", "expire", "offsite")
+    assert r.returncode == 0 and all(f"expired {n}" in r.stdout for n in objs), r.stdout + r.stderr
+    assert ov.volumes(site.src) == [] and vaultcheck.abandoned(site.src) == set()
+    assert {o.name: o.status for o in site.archive().objects("pick0")} == dict.fromkeys(objs, DELETED)
+    assert {(f.case, f.error) for f in vaultcheck.reconcile(site.src, "offsite")} == {(vaultcheck.ORPHAN_MARKED, False)}
+    assert not list((site.src.path / "vault-spool").glob("*.lock"))

@@ -35,6 +35,7 @@ SERVER_FIELDS = (
     FieldSpec("bind", "slave: address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)"),
     FieldSpec("window", "master: batches in flight before an acknowledgement (default 8)"),
     FieldSpec("batch", "master: transactions per batch (default 500)"),
+    FieldSpec("verify", "master: seconds between periodic verify markers, judged by the slave (default 0: off)"),
 )
 
 

@@ -134,8 +134,11 @@ def volumes(ctx: Context, req: Request) -> None:
                   [(o["name"], o["kind"], _when(o["created"]), o["size"], o["digest"][:16], o["status"]) for o in objs])
             return
         vols = ov.volumes(s, name)
+        dead = vaultcheck.abandoned(s, name)
     table(ctx, ("Volume", "Kind", "Date", "Size", "Digest", "Status"),
-          [(v.volume, v.kind, _when(v.created), v.size, v.digest[:16], v.status) for v in vols])
+          [(v.volume, v.kind, _when(v.created), v.size, v.digest[:16], "abandoned" if v.vset in dead else v.status) for v in vols])
+    if dead:
+        ctx.out(f"{len(dead)} volume sets were left pending by an operation that died; 'vault expire NAME' clears them")
 
 
 def _write(ctx: Context, name: str, op) -> None:
@@ -220,7 +223,7 @@ def txn_load(ctx: Context, req: Request) -> None:
 def expire(ctx: Context, req: Request) -> None:
     name = req.arg(0, "vault name")
     with open_system(ctx) as s:
-        gone = ov.expire(s, name)
+        gone = vaultcheck.expire(s, name)
     for v in gone:
         ctx.out(f"expired {v}")
     ctx.out(f"{len(gone)} volumes expired")
