@@ -18,37 +18,126 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 
 from d3hb.errors import RemoteProtocolError, TapeError
 from d3hb.protocol import tapesock as ts
-from d3hb.servers.tsbase import CHUNK, NET_READ, Config, PipeWriter, Runtime, drain, install_signals, make_pipe, run_process
+from d3hb.servers.tsbase import NET_READ, Config, PipeWriter, Runtime, drain, install_signals, make_pipe, run_process
 
 WINDOW = 8  # chunks of credit outstanding: at most 8 MiB in flight per connection
 HELLO_TIMEOUT = 30.0
+AHEAD = 4 * NET_READ  # bytes received and not yet decoded before reading pauses
+
+
+class _Wire(asyncio.BufferedProtocol):
+    """The socket side of one connection: the kernel copies into one reused buffer
+    and the link cuts frames straight out of it (no stream buffer in between).
+
+    Reading pauses once :data:`AHEAD` bytes wait undecoded, so a peer that
+    ignores its credit cannot fill this server's memory.
+    """
+
+    def __init__(self, link: ts.TapeLink, started: Callable[[_Wire], None]) -> None:
+        self.link = link
+        self._started = started
+        self.buf = memoryview(bytearray(NET_READ))
+        self.transport: asyncio.Transport | None = None
+        self.ready = asyncio.Event()  # bytes or the end arrived since the session last asked
+        self.lost: Exception | None = None
+        self._eof = False
+        self._ahead = 0
+        self._paused = False
+        self._can_write: asyncio.Future | None = None
+
+    # -- asyncio's side --
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._started(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._eof:
+            return
+        self.link.receive_data(self.buf[:nbytes])
+        self._ahead += nbytes
+        if self._ahead >= AHEAD and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self.ready.set()
+
+    def eof_received(self) -> bool:
+        self._end()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc
+        self._end()
+        if self._can_write is not None and not self._can_write.done():
+            self._can_write.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._can_write = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._can_write is not None and not self._can_write.done():
+            self._can_write.set_result(None)
+
+    def _end(self) -> None:
+        if not self._eof:
+            self._eof = True
+            self.link.receive_data(b"")
+            self.ready.set()
+
+    # -- the session's side --
+    @property
+    def peer(self) -> str:
+        name = self.transport.get_extra_info("peername") if self.transport else None
+        return "%s:%s" % tuple(name[:2]) if name else "?"
+
+    async def more(self, timeout: float | None = None) -> None:
+        """Wait for bytes (or the end) beyond what the link has already decoded."""
+        self._ahead = 0
+        if self._paused and self.transport is not None and not self._eof:
+            self._paused = False
+            self.transport.resume_reading()
+        if not self.ready.is_set():
+            await asyncio.wait_for(self.ready.wait(), timeout)
+        self.ready.clear()
+
+    async def write(self, parts: tuple[bytes, ...]) -> None:
+        if self._eof or self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError(f"the connection from {self.peer} is closed")
+        for part in parts:
+            self.transport.write(part)
+        if self._can_write is not None:
+            await self._can_write
+            self._can_write = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 class _Session:
-    def __init__(self, cfg: Config, rt: Runtime, pipe_lock: asyncio.Lock, stop: asyncio.Event,
-                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, cfg: Config, rt: Runtime, pipe_lock: asyncio.Lock, stop: asyncio.Event, wire: _Wire) -> None:
         self.cfg, self.rt, self.pipe_lock, self.stop = cfg, rt, pipe_lock, stop
-        self.reader, self.writer = reader, writer
-        self.link = ts.TapeLink(ts.INPUT, cfg.name)
+        self.wire = wire
+        self.link = wire.link
         self.pipe: PipeWriter | None = None
-        self.peer = "%s:%s" % writer.get_extra_info("peername")[:2]
+        self.peer = wire.peer
         self.started = 0.0
 
     async def send(self, event: ts.Event) -> None:
-        self.writer.write(self.link.send(event))
-        await self.writer.drain()
+        await self.wire.write(self.link.send_parts(event))
 
     async def run(self) -> None:
         try:
             while True:
                 event = self.link.next_event()
                 if event is ts.NEED_DATA:
-                    data = await (self.reader.read(NET_READ) if self.link.state is not ts.State.START
-                                  else asyncio.wait_for(self.reader.read(CHUNK), HELLO_TIMEOUT))
-                    self.link.receive_data(data)
+                    await self.wire.more(HELLO_TIMEOUT if self.link.state is ts.State.START else None)
                     continue
                 if isinstance(event, ts.ConnectionClosed):
                     return
@@ -67,8 +156,7 @@ class _Session:
                 await self.send(ts.Error(exc.what))
         finally:
             self._close_pipe()
-            with contextlib.suppress(Exception):
-                self.writer.close()
+            self.wire.close()
             if not self.stop.is_set():
                 self.rt.set_state("Wait incoming call")
 
@@ -142,18 +230,20 @@ async def serve(cfg: Config, rt: Runtime) -> int:
     pipe_lock = asyncio.Lock()
     sessions: set[asyncio.Task] = set()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        sessions.add(task)  # type: ignore[arg-type]
+    async def handle(wire: _Wire) -> None:
         try:
-            await _Session(cfg, rt, pipe_lock, stop, reader, writer).run()
+            await _Session(cfg, rt, pipe_lock, stop, wire).run()
         except asyncio.CancelledError:
             pass  # stopping: a cancelled session is the expected end, not an error to report
-        finally:
-            sessions.discard(task)  # type: ignore[arg-type]
 
+    def started(wire: _Wire) -> None:
+        task = asyncio.ensure_future(handle(wire))
+        sessions.add(task)
+        task.add_done_callback(sessions.discard)
+
+    loop = asyncio.get_running_loop()
     try:
-        server = await asyncio.start_server(handle, cfg.host or None, cfg.port, reuse_address=True, limit=NET_READ)
+        server = await loop.create_server(lambda: _Wire(ts.TapeLink(ts.INPUT, cfg.name), started), cfg.host or None, cfg.port, reuse_address=True)
     except OSError as exc:
         msg = f"FAILED: server {cfg.name!r} encountered an error and stopped: cannot listen on port {cfg.port} (BIND error: {exc.strerror})"
         rt.log(msg)

@@ -258,3 +258,32 @@ def test_a_restore_is_refused_while_a_server_of_that_system_runs(hosts: Hosts) -
     saves.save(a, data, keep_queue=True)
     with pytest.raises(Refused, match="ts-default"):
         saves.restore(a.path, "pick0", io.BytesIO(data.getvalue()))
+
+
+def test_a_caller_ignoring_its_credit_is_held_back_by_tcp_not_buffered(hosts: Hosts) -> None:
+    """Raw frames from a rogue caller while nobody reads the pipe: the input server stops
+    reading its socket after a few MiB, so the sender blocks and the server's memory stays flat."""
+    from d3hb.protocol import tapesock as ts
+    from d3hb.protocol.frames import encode_frame
+
+    port = free_port()
+    vm = hosts.B.create("vmrest", small=True)
+    Definitions(vm).setup("default", {"role": "input", "pipe": str(hosts.B.path / "in.pipe"), "host": "127.0.0.1", "port": str(port)})
+    pid = tsservers.start(vm, "default")
+    hosts.started.append((vm.path, "default"))
+    chunk = encode_frame(3, b"r" * ts.MAX_CHUNK, ts.FRAME_LIMIT)  # type 3: Data, as the link numbers it
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(ts.TapeLink(ts.OUTPUT, "default").send(ts.Hello("default")))
+        sock.settimeout(5)
+        try:
+            for _ in range(256):  # 256 MiB, against a window of a few
+                sock.sendall(chunk)
+                sent += 1
+        except OSError:
+            pass  # blocked: what the test wants to see
+        status = Path(f"/proc/{pid}/status").read_text()
+    assert sent < 64, f"{sent} MiB accepted with no reader on the pipe"
+    peak_kb = int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).split()[1])
+    assert peak_kb < 100_000, f"input server peak RSS {peak_kb} KB"
+    assert tsservers.pid_of(vm.path, "default") == pid
