@@ -79,6 +79,7 @@ def rejoin(old: System, new_master: System, name: str, *, host: str | None = Non
     ``old`` is re-opened when it is re-seeded (its database is replaced).
     """
     d = Definitions(old).get(name)
+    _check_newer(new_master, old, name)  # first: the wrong way round, "already a slave" would mislead
     if not d.is_master:
         raise Refused(f"server '{name}' on {old.name!r} is already a slave", f"start it: 'd3hb hot-backup start {name}'")
     if supervisor.is_running(old, name):
@@ -119,6 +120,22 @@ def rejoin(old: System, new_master: System, name: str, *, host: str | None = Non
     if start:
         _start(new_master, fresh, name, out)
     return Rejoined(fresh.name, at, tuple(t.tno for t in lost), str(tape) if lost else "", True), fresh
+
+
+def _check_newer(keeps: System, replaced: System, name: str) -> None:
+    """Refuse, before anything changes, when the system whose data would go is the live one.
+
+    Run on the wrong system, a rejoin with (r, a reseed or a failback would
+    replace the promoted system's database (users' writes since the
+    promotion) with the stale copy: the epochs say which is which.
+    """
+    if keeps.replica:
+        raise Refused(f"system {keeps.name!r} is still a hot-backup slave, not the master of the pair",
+                      f"promote it first ('d3hb --system {keeps.name} hot-backup promote {name}'), or name the promoted system")
+    if replaced.epoch > keeps.epoch:
+        raise Refused(f"system {replaced.name!r} (epoch {replaced.epoch}) is newer than {keeps.name!r} (epoch {keeps.epoch}): "
+                      f"its data would be replaced by an older copy",
+                      f"run this on the old system naming the new one, e.g. 'd3hb --system {keeps.name} hot-backup rejoin {name} peer={replaced.name}'")
 
 
 def failover_def(old_master_def: ServerDef, new_master: System, name: str) -> ServerDef:
@@ -209,6 +226,10 @@ def reseed(master: System, slave: System, name: str, *, start: bool = True, out:
     sd = Definitions(slave).get(name)
     if sd.is_master:
         raise Refused(f"server '{name}' on {slave.name!r} is a master", "promote or rejoin first")
+    if not slave.replica:
+        raise Refused(f"system {slave.name!r} is not a hot-backup slave (promoted?): re-seeding it would replace a master's data",
+                      f"if {slave.name!r} is the master now, rejoin this system to it: 'd3hb --system {master.name} hot-backup rejoin {name} peer={slave.name}'")
+    _check_newer(master, slave, name)
     if supervisor.is_running(master, name):
         supervisor.stop(master, name, out=out)  # it would keep calling a slave being replaced
     fresh, at = _copy(master, slave, name, out=out)
@@ -233,14 +254,16 @@ def tape_failback(backup: System, main: System, name: str, tape_dir: Path, *, ne
     round, and ``between(0)`` once after the restore (tests and the bench
     use it to pace writers).
     """
-    tape_dir.mkdir(parents=True, exist_ok=True)
     main_def = Definitions(main).get(name)
     backup_def = Definitions(backup).get(name)
+    _check_newer(backup, main, name)
+    if not main_def.is_master:
+        raise Refused(f"server '{name}' on {main.name!r} is not the master definition", "define it as type=M first")
+    tape_dir.mkdir(parents=True, exist_ok=True)
     if supervisor.is_running(backup, name):
         supervisor.stop(backup, name, out=out)
     # The main system gets its own old definitions back, as the master of the pair.
-    keep = [main_def] if main_def.is_master else []
-    fresh, loaded = _copy(backup, main, name, keep=keep, out=out)
+    fresh, loaded = _copy(backup, main, name, keep=[main_def], out=out)
     between(0)
     n = 0
     while True:
@@ -269,8 +292,6 @@ def tape_failback(backup: System, main: System, name: str, tape_dir: Path, *, ne
         fresh.set_meta("replica", "off")
         fresh.set_meta("logging", "on")
         fresh.set_meta("enqueuing", "on")
-        if not main_def.is_master:
-            raise Refused(f"server '{name}' on {main.name!r} is not the master definition", "define it as type=M first")
         fresh.queue.add_cursor(name, loaded)
     stopped = time.monotonic() - t0
     # The backup system is the slave again.

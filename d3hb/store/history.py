@@ -69,16 +69,17 @@ def epoch_end(table: dict[int, int], epoch: int) -> int | None:
 def judge(master: Position, table: dict[int, int], peer: Position) -> Judgement:
     """May a system at ``peer`` continue as a slave of a master at ``master`` (with ``table`` its forks)?"""
     if peer.history_id != master.history_id:
-        return Judgement(False, f"it belongs to another history ({peer.history_id[:12]}, not {master.history_id[:12]})", first=1)
+        return Judgement(False, f"belongs to another history ({peer.history_id[:12]}, not {master.history_id[:12]})", first=1)
     if peer.epoch > master.epoch:
-        return Judgement(False, f"its epoch {peer.epoch} is newer than this master's {master.epoch}: it was promoted after this one",
+        return Judgement(False, f"is of epoch {peer.epoch}, newer than this master's {master.epoch}: it was promoted after this one",
                          first=1)
     end = master.last if peer.epoch == master.epoch else epoch_end(table, peer.epoch)
     if end is None:  # an epoch below ours with no recorded end: we cannot prove it safe
         return Judgement(False, f"this master has no record of where epoch {peer.epoch} ended", first=1)
     end = min(end, master.last)
     if peer.last > end:
-        return Judgement(False, f"it holds transactions {end + 1} to {peer.last}, which this master never received "
+        held = f"transaction {peer.last}" if peer.last == end + 1 else f"transactions {end + 1} to {peer.last}"
+        return Judgement(False, f"holds {held}, which this master never received "
                                 f"(epoch {peer.epoch} ended here at {end})", first=end + 1, end=end)
     return Judgement(True, end=end)
 
