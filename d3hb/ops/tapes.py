@@ -7,6 +7,9 @@ the default.  Types are D3's codes where they apply: ``f`` a regular file
 created with ``os.mkfifo`` mode 0600), and ``-`` standard output for a save,
 standard input for a restore.  ``set-device N`` attaches device N; the
 choice is kept in ``$SYSTEM/tape.attached`` so later commands use it.
+Type ``v`` is a vault (:mod:`d3hb.ops.vaultdev`): the path is the name of a
+vault defined on this system, and a tape written to it becomes virtual
+volumes on another server.
 
 Opening a device gives a plain binary stream; the tape codec never sees
 paths.  A save to a regular file writes a temporary file and renames it
@@ -20,7 +23,7 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,15 +31,16 @@ from d3hb.errors import NotFound, TapeError, UsageError
 
 TAPES_FILE = "tapes"
 ATTACHED_FILE = "tape.attached"
-TYPES = {"f": "file", "c": "pipe", "-": "stdio"}
+TYPES = {"f": "file", "c": "pipe", "-": "stdio", "v": "vault"}
 DEFAULT_TAPE = "tape"  # device 0 when a system has no list: $SYSTEM/tape, a regular file
 
 
 @dataclass(frozen=True)
 class Device:
     number: int
-    path: str  # "-" for standard input/output
-    type: str  # "f", "c" or "-"
+    path: str  # "-" for standard input/output; a vault's name (or NAME:VOLUMESET) for "v"
+    type: str  # "f", "c", "-" or "v"
+    system_dir: str = field(default="", compare=False)  # whose list it is in: a vault device needs its definitions
 
     @property
     def kind(self) -> str:
@@ -49,7 +53,7 @@ class Device:
 def _check_type(kind: str) -> str:
     low = kind.strip().lower()
     if low not in TYPES:
-        raise UsageError(f"unknown tape device type {kind!r}", "types are f (regular file), c (named pipe) and - (stdin/stdout)")
+        raise UsageError(f"unknown tape device type {kind!r}", "types are f (regular file), c (named pipe), - (stdin/stdout) and v (vault)")
     return low
 
 
@@ -72,12 +76,12 @@ class Devices:
             words = text.split()
             if words[0] != "tape" or len(words) != 3:
                 raise UsageError(f"{self.file} line {lineno} is not 'tape PATH TYPE'", f"correct the line in {self.file}")
-            out.append(Device(len(out), words[1], _check_type(words[2])))
+            out.append(Device(len(out), words[1], _check_type(words[2]), str(self.dir)))
         return out
 
     def _write(self, devices: list[Device]) -> None:
         lines = ["# d3hb tape devices: 'tape PATH TYPE', numbered from 0; the first is the default.",
-                 "# TYPE: f regular file, c named pipe, - stdin/stdout"]
+                 "# TYPE: f regular file, c named pipe, - stdin/stdout, v vault (PATH: its name, or NAME:VOLUMESET)"]
         lines += [f"tape {d.path} {d.type}" for d in devices]
         tmp = self.file.with_suffix(".tmp")
         tmp.write_text("\n".join(lines) + "\n")
@@ -94,6 +98,10 @@ class Devices:
         kind = _check_type(kind)
         if kind == "-":
             path = "-"
+        elif kind == "v":
+            from d3hb.ops import vaultdev  # the vault stack only when a vault device is used
+
+            vaultdev.parse(path)
         elif " " in path or not path:
             raise UsageError(f"tape path {path!r} is empty or has spaces", "give a path without spaces")
         else:
@@ -101,7 +109,7 @@ class Devices:
         devices = self.list()
         if not 0 <= number <= len(devices):
             raise UsageError(f"device number {number} leaves a gap (devices 0 to {len(devices) - 1} exist)", f"define device {len(devices)} next")
-        dev = Device(number, path, kind)
+        dev = Device(number, path, kind, str(self.dir))
         if number == len(devices):
             devices.append(dev)
         else:
@@ -166,6 +174,12 @@ def open_for_write(dev: Device, stdout: BinaryIO | None = None) -> Iterator[Bina
     if dev.type == "-":
         yield stdout or sys.stdout.buffer
         return
+    if dev.type == "v":
+        from d3hb.ops import vaultdev
+
+        with vaultdev.writer(dev.system_dir, dev.path) as w:
+            yield w  # type: ignore[misc]
+        return
     path = Path(dev.path)
     if dev.type == "c":
         make_pipe(path)
@@ -203,6 +217,12 @@ def open_for_read(dev: Device, stdin: BinaryIO | None = None) -> Iterator[Binary
     if dev.type == "-":
         yield stdin or sys.stdin.buffer
         return
+    if dev.type == "v":
+        from d3hb.ops import vaultdev
+
+        with vaultdev.reader(dev.system_dir, dev.path) as r:
+            yield r  # type: ignore[misc]
+        return
     path = Path(dev.path)
     if dev.type == "c":
         make_pipe(path)
@@ -219,7 +239,11 @@ def open_for_read(dev: Device, stdin: BinaryIO | None = None) -> Iterator[Binary
 
 
 def size_of(dev: Device) -> int | None:
-    """Bytes on the tape when that is known in advance (a regular file), else None."""
+    """Bytes on the tape when that is known in advance (a regular file, a vault's set), else None."""
+    if dev.type == "v":
+        from d3hb.ops import vaultdev
+
+        return vaultdev.size(dev.system_dir, dev.path)
     if dev.type != "f":
         return None
     try:

@@ -362,14 +362,19 @@ def latest_set(system: System, name: str, kinds: tuple[str, ...] = ()) -> str:
     return max(done, key=lambda vols: (vols[0].created, vols[0].vset))[0].vset
 
 
-@contextlib.contextmanager
-def open_vault_reader(system: System, name: str, vset: str | None = None, kinds: tuple[str, ...] = ()) -> Iterator[VolumeSetReader]:
-    """The volume set as one tape stream; ``vset`` None reads the newest usable set (of ``kinds``)."""
+def set_reader(system: System, name: str, vset: str | None = None, kinds: tuple[str, ...] = ()) -> VolumeSetReader:
+    """A reader of the set that needs ``system`` no more (a full restore replaces its database); close it."""
     vdef = Definitions(system).get(name)
     vset = vset or latest_set(system, name, kinds)
     local = VolumeHistory(system).volumes(name, vset)
     vols = usable_set(local if local else _set_from_target(system, vdef, vset), vset)
-    r = VolumeSetReader(vols, connector(system, vdef))
+    return VolumeSetReader(vols, connector(system, vdef))
+
+
+@contextlib.contextmanager
+def open_vault_reader(system: System, name: str, vset: str | None = None, kinds: tuple[str, ...] = ()) -> Iterator[VolumeSetReader]:
+    """The volume set as one tape stream; ``vset`` None reads the newest usable set (of ``kinds``)."""
+    r = set_reader(system, name, vset, kinds)
     try:
         yield r
     finally:

@@ -26,14 +26,6 @@ from d3hb.testing import oracle
 from d3hb.testing.procs import wait_until
 
 
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
-    s = kit.make_site(tmp_path)
-    yield s
-    kit.stop_site(s)
-
-
 LAST: dict = {}
 
 
