@@ -73,3 +73,10 @@ def test_rejoin_to_a_system_still_a_slave_is_refused(tmp_path, monkeypatch):
     with pytest.raises(Refused, match="still a hot-backup slave"):
         rejoin.rejoin(m, s, "hb", resync=True)
     assert _unchanged(m, s) == before and Definitions(m).get("hb").is_master
+
+
+def test_changing_the_promoted_systems_definition_keeps_it_writable(promoted):
+    _, s = promoted
+    Definitions(s).setup("hb", {"notify": "dm,!0"})
+    assert not s.replica
+    s.file("acme", "inv").write("later", "still writable")
