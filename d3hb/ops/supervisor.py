@@ -214,7 +214,9 @@ def format_query(doc: dict) -> list[str]:
         mid = (f"Total Sent {_k(doc.get('total_sent', 0))}. Cur trans {doc.get('cur_trans', 0)}. ACK'ed trans {doc.get('acked_trans', 0)}. "
                f"Lag {doc.get('lag_trans', 0)} trans {float(doc.get('lag_seconds', 0.0)):.1f} s")
     lines = [head, mid, f"Status: {doc.get('state')}"]
-    if slave:  # the slave options' figures (issue 4): only what is not the normal case
+    if slave:  # the slave options' figures (issue 4): the two other options, then only what is not the normal case
+        if "log_slave" in doc:
+            lines.append(f"Log slave update {'ON' if doc['log_slave'] else 'OFF'}. Auto-create {'ON' if doc.get('auto_create') else 'OFF'}")
         if int(doc.get("held", 0) or 0) or not doc.get("updates_applied"):
             lines.append(f"Held transactions: {int(doc.get('held', 0) or 0)} (in the hold file, not yet applied)")
         if int(doc.get("parked", 0) or 0):

@@ -72,6 +72,7 @@ class SlaveServer:
         self.helpers = Helpers(system, cfg.name, stderr=cfg.files.stderr, log=rt.log, incident=rt.incidents.raise_,
                                clear=rt.incidents.clear)
         self.drain_wanted = asyncio.Event()
+        self.draining = False  # the hold is being applied (batches keep being acknowledged meanwhile)
         self.stopping = asyncio.Event()
         self.fatal: str | None = None
         self.current: _Session | None = None
@@ -102,21 +103,31 @@ class SlaveServer:
         h = self.handler
         if isinstance(h, SlaveOptions):
             self.rt.update(updates_applied=h.apply_on, held=h.n_held, helpers=len(self.helpers.running),
-                           parked=store_park.parked_count(self.system, self.cfg.name) if store_park.any_parked(self.system, self.cfg.name) else 0)
+                           parked=store_park.parked_count(self.system, self.cfg.name) if store_park.any_parked(self.system, self.cfg.name) else 0,
+                           log_slave=h.relog, auto_create=h.auto_create)
 
     async def set_apply(self, req: dict) -> dict:
-        """Control ``{"cmd": "apply", "on": true|false}``: apply updates on or off, at once."""
+        """Control ``{"cmd": "apply", "on": bool, "log_slave": bool, "auto_create": bool}`` (each optional): at once.
+
+        Runs on the loop between two batches, so a batch sees one setting from
+        its first transaction to its last."""
         h = self.handler
         if not isinstance(h, SlaveOptions):
-            raise D3hbError(f"server {self.cfg.name} cannot change apply updates while running", "stop it, change it, start it")
-        on = bool(req.get("on"))
-        h.apply_on = on
-        self.rt.log(f"Apply updates {'ON: applying the ' + str(h.n_held) + ' held transactions, then live' if on else 'OFF: received transactions are held'}")
-        if on:
+            raise D3hbError(f"server {self.cfg.name} cannot change its options while running", "stop it, change it, start it")
+        if "log_slave" in req and bool(req["log_slave"]) != h.relog:
+            h.relog = bool(req["log_slave"])
+            self.rt.log(f"Log slave update {'ON: applied updates are queued again' if h.relog else 'OFF: applied updates are not queued'}")
+        if "auto_create" in req and bool(req["auto_create"]) != h.auto_create:
+            h.auto_create = bool(req["auto_create"])
+            self.rt.log(f"Auto-create {'ON: missing accounts and files are created' if h.auto_create else 'OFF: updates for missing files are parked'}")
+        if "on" in req and bool(req["on"]) != h.apply_on:
+            h.apply_on = bool(req["on"])
+            self.rt.log(f"Apply updates {'ON: applying the ' + str(h.n_held) + ' held transactions, then live' if h.apply_on else 'OFF: received transactions are held'}")
+        if h.apply_on:
             self.drain_wanted.set()
         self.show_options()
         self.rt.write_status(force=True)
-        return {"ok": True, "apply": on, "held": h.n_held}
+        return {"ok": True, "apply": h.apply_on, "held": h.n_held, "log_slave": h.relog, "auto_create": h.auto_create}
 
     def after_handle(self) -> None:
         """What a batch or a drain step left to do: incidents for parked updates, helpers to start."""
@@ -165,6 +176,7 @@ class SlaveServer:
             await self.drain_wanted.wait()
             self.drain_wanted.clear()
             after, blocked, total = 0, set(), 0
+            self.draining = bool(h.apply_on and h.n_held)
             while h.apply_on and h.n_held and not self.stopping.is_set():
                 try:
                     n, nxt = h.drain(after, blocked)
@@ -180,6 +192,7 @@ class SlaveServer:
                 after = nxt
                 self.rt.update(applied=self.handler.last_applied(), held=h.n_held)
                 await asyncio.sleep(0)
+            self.draining = False
             if total:
                 self.rt.log(f"Applied {total} held transactions; {h.n_held} still held")
             self.show_options()
@@ -416,7 +429,7 @@ class _Session:
             raise ConnectionError("replaced by a newer call")
         self.rt.update(cur_trans=batch.txns[-1].tno)
         t0 = time.monotonic()
-        helping = bool(srv.helpers.running)
+        helping, draining = bool(srv.helpers.running), srv.draining
         result = srv.handler.handle(batch.txns)  # one SQLite transaction, on the loop: never interrupted
         srv.after_handle()
         if any(t.kind is Kind.VERIFY for t in batch.txns):
@@ -431,10 +444,13 @@ class _Session:
         seen = self.conn.last_seen
         stored, applied = min(result.stored, seen), min(result.applied, seen)
         await self._send(ev.Ack(seen, stored, applied))
+        ms = int((time.monotonic() - t0) * 1000)
         if helping:  # the proof that no acknowledgement waits for a helper
-            ms = int((time.monotonic() - t0) * 1000)
             srv.stats["batches_during_helpers"] += 1
             srv.stats["max_ack_ms_during_helpers"] = max(srv.stats["max_ack_ms_during_helpers"], ms)
+        if draining:  # likewise for the hold being applied after apply updates is turned on
+            srv.stats["batches_during_drain"] += 1
+            srv.stats["max_ack_ms_during_drain"] = max(srv.stats["max_ack_ms_during_drain"], ms)
         if isinstance(srv.handler, SlaveOptions):
             self.rt.figures.update(held=srv.handler.n_held, helpers=len(srv.helpers.running))
         self.rt.set_state(st.READING_NETWORK, applied=result.applied, acked_trans=stored, batches=srv.stats["batches"],

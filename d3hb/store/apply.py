@@ -106,6 +106,10 @@ def apply_transaction(system: System, t: Transaction, relog: bool = False, *, au
                 if not auto_create:
                     raise _missing(system, t)
                 system.create_account(t.account, "D", log=relog, guard=False)
+            if t.data_name is not None and system.find_file(t.account, t.dict_name, None) is None:
+                if not auto_create:  # a data section needs its dictionary: park until it exists
+                    raise _missing(system, t)
+                system.create_file(t.account, t.dict_name, None, 1, "D", log=relog, guard=False)
             fof = t.fof if t.fof and system.file_by_fof(t.fof) is None else None
             new = system.create_file(t.account, t.dict_name, t.data_name, t.modulo or 7, t.code or "D", fof=fof, log=relog, guard=False)
             return Outcome(t.tno, t.kind, APPLIED, new.qualified, fof is None)

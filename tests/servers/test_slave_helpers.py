@@ -121,7 +121,8 @@ def test_clear_of_200000_items_in_a_helper_while_acks_keep_flowing(home, monkeyp
 
 
 def test_create_file_with_modulo_997_is_usable_at_once_and_ends_at_997(home):
-    m, s, _ = procs.make_pair(home)
+    # log slave update ON makes the slave's own steps visible in its queue: what it created, then the resize
+    m, s, _ = procs.make_pair(home, slave_fields={"log-slave": "on"})
     sv.start(s, "hb")
     sv.start(m, "hb")
     log = oracle.WriteLog()
@@ -135,9 +136,30 @@ def test_create_file_with_modulo_997_is_usable_at_once_and_ends_at_997(home):
     procs.wait_applied(s, "hb", log.last, 60)
     procs.wait_until(lambda: s.find_file("acme", "huge", "huge").modulo == 997, 30, "the helper to resize to 997")
     assert helper_pids(s, "resize to modulo 997"), "a helper did the resize"
+    fof = s.find_file("acme", "huge", "huge").fof
+    steps = [(t.kind.name, t.modulo) for t in s.queue.read(0, 5000) if t.fof == fof and t.kind.name != "WRITE"]
+    assert steps == [("CREATE_FILE", 101), ("RESIZE", 997)], "created at once with modulo 101, then resized by the helper"
     procs.wait_until(lambda: (m.queue.cursor("hb") or 0) >= log.last, 30, "the last ack")
     oracle.check(m, s, "hb", log)
     assert {g for g, _ in s.file("acme", "huge").groups()} == {g for g, _ in m.file("acme", "huge").groups()}
+
+
+def test_resize_of_a_file_with_many_items_is_done_by_a_helper(home, monkeypatch):
+    monkeypatch.setenv("D3HB_HELPER_ITEMS", "1000")
+    m, s = setup(home, 20_000)
+    log = oracle.WriteLog()
+    big = m.file("acme", "big")
+    inv = m.file("acme", "inv")
+    m.resize(big.info, 211)
+    for i in range(100):  # updates to the file while it is regrouped: held, then applied in order
+        big.write(f"b{i}", f"after resize {i}")  # not in the log: the bulk items it replaces never were;
+        log.write(inv, f"i{i}", f"meanwhile {i}")  # the oracle's digests compare acme,big as a whole
+    procs.wait_until(lambda: helper_pids(s, "resize to modulo 211"), 30, "a helper to start the resize")
+    procs.wait_until(lambda: not store_jobs.pending(s, "hb"), 60, "the helper to finish")
+    procs.wait_drained(m, s, "hb", log.last)
+    oracle.check(m, s, "hb", log, contiguous=False)
+    assert s.find_file("acme", "big", "big").modulo == 211 and s.file("acme", "big").read("b99") == b"after resize 99"
+    assert sorted(s.file("acme", "big").groups()) == sorted(m.file("acme", "big").groups()), "regrouped as on the master"
 
 
 def test_kill_9_of_a_helper_is_an_incident_and_the_clear_is_retried(home, monkeypatch):

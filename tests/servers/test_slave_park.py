@@ -19,11 +19,11 @@ def home(tmp_path, monkeypatch):
     procs.kill_all(tmp_path)
 
 
-def unreplicated_file(m, name: str):
+def unreplicated_file(m, name: str, modulo: int = 7):
     """A file (and account) the slave never got: created D (not logged), then the file made DL."""
     m.create_account("shop", "D")
     m.create_file("shop", name, None, 7, "D")
-    m.create_file("shop", name, name, 7, "D")
+    m.create_file("shop", name, name, modulo, "D")
     for level in (f"dict {name}", name):
         m.set_code(m.file_info("shop", level), "DL")
     return m.file("shop", name)
@@ -48,6 +48,10 @@ def test_auto_create_off_parks_raises_an_incident_and_replays(home, capsys):
     assert section is not None and section.modulo == 31
     parked = store_park.parked(s, "hb")
     assert sum(1 for p in parked if p.section == f"hb.log,hb*{fof}" and p.txn.kind.name == "WRITE") == 300
+    # the section is an ordinary data section an administrator can list: one item a transaction, in arrival order
+    ids = sorted(s.file("dm", f"hb.log,hb*{fof}").ids())
+    assert len(ids) == len([p for p in parked if p.section == f"hb.log,hb*{fof}"]) and ids == sorted(ids, key=int)
+    assert s.file("dm", f"hb.log,hb*{fof}").read(ids[-1]).split(b"\xfe")[:3] == [b"write", b"shop,orders", b"o19"]
     text = "\n".join(st.recent_messages(sv.files(s, "hb"), 100))
     assert f"INCIDENT server 'hb': shop,orders (FOF {fof} on the master) is not on this system" in text
     assert f"hb.log,hb*{fof}" in text
@@ -75,12 +79,14 @@ def test_auto_create_on_creates_the_missing_file_with_the_masters_code_and_modul
     sv.start(s, "hb")
     sv.start(m, "hb")
     log = oracle.WriteLog()
-    orders = unreplicated_file(m, "orders")
+    orders = unreplicated_file(m, "orders", modulo=13)
     for i in range(200):
         log.write(orders, f"o{i}", f"order {i}")
     procs.wait_applied(s, "hb", log.last, 60)
     f = s.find_file("shop", "orders", "orders")
-    assert f is not None and f.code == "DL" and f.modulo == 7
+    assert s.has_account("shop"), "the missing account was created too"
+    assert f is not None and f.code == "DL" and f.modulo == 13, "created with the code and modulo the transaction carries"
+    assert f.fof == orders.info.fof, "and with the master's FOF number, which was free here"
     assert store_park.parked_count(s, "hb") == 0
     procs.wait_until(lambda: m.queue.cursor("hb") >= log.last, 30, "the last ack")
     oracle.check(m, s, "hb", log)

@@ -81,3 +81,13 @@ def test_sections_of_another_server_are_not_touched(slave):
     P.apply_or_park(slave, "hbx", w(1, "a", "1"), relog=False, auto_create=False)
     assert P.parked_count(slave, "hb") == 1 and P.parked_count(slave, "hbx") == 1
     assert [f.data_name for f in P.sections(slave, "hb")] == ["hb*40"]
+
+
+def test_create_file_of_a_data_section_whose_dictionary_is_missing(slave):
+    t = Transaction(1, Kind.CREATE_FILE, 40, "shop", "orders", "orders", code="DL", modulo=11)
+    assert P.apply_or_park(slave, "hb", t, relog=False, auto_create=False).what == P.PARKED, "auto-create off: parked, not lost"
+    assert slave.find_file("shop", "orders", None) is None
+    t2 = Transaction(1, Kind.CREATE_FILE, 41, "shop", "items", "items", code="DL", modulo=11)
+    assert P.apply_or_park(slave, "hb", t2, relog=False, auto_create=True).what == A.APPLIED
+    d, f = slave.find_file("shop", "items", None), slave.find_file("shop", "items", "items")
+    assert d is not None and f is not None and (f.code, f.modulo, f.fof) == ("DL", 11, 41)

@@ -12,6 +12,7 @@ from d3hb.menu.actions.common import open_system, table
 from d3hb.menu.registry import Context, FieldSpec, Request, action
 from d3hb.ops import supervisor
 from d3hb.ops.serverdefs import FIELDS, Definitions
+from d3hb.servers import control
 from d3hb.store.system import System
 
 SERVER_FIELDS = (
@@ -37,6 +38,8 @@ SERVER_FIELDS = (
     FieldSpec("batch", "master: transactions per batch (default 500)"),
     FieldSpec("verify", "master: seconds between periodic verify markers, judged by the slave (default 0: off)"),
 )
+
+LIVE_OPTIONS = ("log-slave", "apply", "auto-create")  # a running slave takes these at once
 
 
 def _name(ctx: Context, req: Request, system: System) -> str:
@@ -128,12 +131,19 @@ def setup(ctx: Context, req: Request) -> None:
         defs = Definitions(s)
         if not req.fields and defs.exists(name):
             return show(ctx, req)
+        old = defs.get(name) if defs.exists(name) else None
         d, created = defs.setup(name, req.fields)
         ctx.out(f"Server '{name}' {'defined' if created else 'changed'} ({d.type_name}, port {d.port})")
         if not d.is_master:
             ctx.out(f"System '{s.name}' is a hot-backup slave: local writes to replicated (DL) files are refused")
-        if supervisor.is_running(s, name):
-            ctx.out(f"Server '{name}' is running: the change takes effect when it is started again")
+        if old is not None and supervisor.is_running(s, name):
+            changed = [f for f in FIELDS if old.value(f) != d.value(f)]
+            live = [f for f in changed if f in LIVE_OPTIONS and not d.is_master]
+            if live:  # the slave options change at once: an admin turns apply updates off for a save without a restart
+                control.request(supervisor.files(s, name).ctl, "apply", on=d.apply, log_slave=d.log_slave, auto_create=d.auto_create)
+                ctx.out(f"Server '{name}' is running: {', '.join(f'{f}={d.value(f)}' for f in live)} in effect at once")
+            if set(changed) - set(live):
+                ctx.out(f"Server '{name}' is running: the change takes effect when it is started again")
 
 
 @action("hot-backup.delete", "Delete a server definition", "NAME")
