@@ -189,12 +189,17 @@ def define(system: System, name: str, fields: dict[str, str], *, readonly: bool 
         if need not in fields:
             raise UsageError(f"missing {need}=", f"d3hb vault define {name} host=HOST port=PORT password=PASSWORD")
     vdef = _apply_fields(VaultDef(name, "", DEFAULT_PORT, system.name, "", readonly=readonly), fields)
+    # forcesync=yes on define: a source rebuilt from nothing (its vaults.json gone with the machine)
+    # takes its node back; the vault already holds the old code, which only the password can replace.
+    force = _yes(fields.get("forcesync", "no"), "forcesync")
     if readonly:
+        if force:
+            raise UsageError("an import (r never holds the verification code, so it cannot force one", "leave out forcesync=, or (r")
         with session(system, vdef) as s:
             mode = s.mode
     else:
         code = os.urandom(vp.CODE_SIZE)
-        with session(system, vdef, want="define", new_code=code) as s:
+        with session(system, vdef, want="forcesync" if force else "define", new_code=code) as s:
             mode = s.mode
         VolumeHistory(system).set_code(name, code)
     defs.put(vdef)

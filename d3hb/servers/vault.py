@@ -200,7 +200,7 @@ class _Session:
         if want == "define":
             if node.code is not None:
                 return self.refuse(f"node {node.node!r} already has a verification code from an earlier define",
-                                   "if the source's database was restored: vault update NAME forcesync=yes; a third system imports with (r")
+                                   "after a restore of the source: vault update NAME forcesync=yes; a rebuilt source: define with forcesync=yes; a third system: (r")
             self.srv.archive.set_code(node.node, chk.new_code)  # type: ignore[arg-type]
             self.srv.log(f"node {node.node!r} defined: verification code stored")
             self.mode = "rw"

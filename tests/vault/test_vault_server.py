@@ -534,3 +534,22 @@ def test_source_killed_mid_save_leaves_nothing_usable_and_expire_clears_it(site)
     assert {o.name: o.status for o in site.archive().objects("pick0")} == dict.fromkeys(objs, DELETED)
     assert {(f.case, f.error) for f in vaultcheck.reconcile(site.src, "offsite")} == {(vaultcheck.ORPHAN_MARKED, False)}
     assert not list((site.src.path / "vault-spool").glob("*.lock"))
+
+
+def test_a_source_rebuilt_from_nothing_takes_its_node_back_with_forcesync(site):
+    kit.fill(site.src, n=200)
+    site.define()
+    old = save_to(site.src)
+    # The machine is lost: a new pick0 has neither the definition nor the code.
+    site.src.close()
+    Home(site.home).delete("pick0")
+    site.src = Home(site.home).create("pick0", small=True)
+    kit.fill(site.src, n=100)
+    with pytest.raises(VaultRefused, match="already has a verification code.*define with forcesync=yes"):
+        site.define()
+    assert ov.Definitions(site.src).list() == []
+    vdef, mode = site.define(forcesync="yes")
+    assert mode == "rw"
+    new = save_to(site.src)
+    assert [f.case for f in vaultcheck.reconcile(site.src, "offsite")] == [vaultcheck.ORPHAN]  # the old set, for fix=yes
+    assert {o.vset for o in site.archive().objects("pick0")} == {old, new}
