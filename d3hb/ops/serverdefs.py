@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
 from d3hb.errors import NotFound, Refused, UsageError
+from d3hb.store import apply as store_apply
 from d3hb.store import control, history, messages
 from d3hb.store.system import NAME_RE, FileInfo, System
 
@@ -282,19 +283,35 @@ class Definitions:
             raise UsageError("field 'type': a new server needs a type", "give type=M (master) or type=S (slave)")
         base = self.get(name) if exists else ServerDef(name=name, type=str(parsed["type"]))
         d = replace(base, **parsed)  # type: ignore[arg-type]
-        if exists and base.is_master and not d.is_master:
-            # An old master made a slave by hand would apply the new master's numbers on top of
-            # updates that master never received: only rejoin judges that first.
-            last = history.own_position(self.system).last
-            if last:
-                raise Refused(f"server '{name}' is the master of system {self.system.name!r}, which holds its own updates up to {last}",
-                              f"an old master comes back only through 'd3hb hot-backup rejoin {name} peer=SYSTEM', which checks it did not diverge")
+        demoted = exists and base.is_master and not d.is_master
+        acked = self._demotable(name) if demoted else 0
         wrong = MASTER_ONLY if not d.is_master else SLAVE_ONLY
         given = {k.lower().replace("_", "-") for k in values} & wrong
         if given:
             role = "slave" if not d.is_master else "master"
             raise UsageError(f"field '{sorted(given)[0]}' does not apply to a {role} server", f"leave it out for {name}")
-        return self.put(d), not exists
+        with self.system.transaction():
+            self.put(d)
+            if demoted:  # its peer holds everything up to here: the new master continues after it
+                store_apply.record_applied(self.system, name, acked, self.system.history_id, self.system.epoch)
+        return d, not exists
+
+    def _demotable(self, name: str) -> int:
+        """A master made a slave by hand: allowed only if its slave acknowledged every update it numbered.
+
+        Otherwise the new master's updates would land on top of updates it
+        never received (silent divergence); ``rejoin`` lists and dumps those.
+        Returns the acknowledged number the slave definition starts from.
+        """
+        last = history.own_position(self.system).last
+        acked = self.system.queue.cursor(name) or 0
+        if last > acked:
+            raise Refused(f"system {self.system.name!r} holds updates up to {last} that the slave of '{name}' acknowledged only up to "
+                          f"{acked}: made a slave, they would be on no other system",
+                          f"on one host use 'd3hb hot-backup rejoin {name} peer=SYSTEM' (lists them and dumps them to a tape); "
+                          f"across hosts dump them ('txn-dump'), re-seed this system from a save of the new master, "
+                          f"then delete and define the server again")
+        return max(acked, last)
 
     def delete(self, name: str) -> ServerDef:
         d = self.get(name)

@@ -9,14 +9,15 @@ No servers are needed: every refusal comes before one would start.
 from __future__ import annotations
 
 import pytest
-from failover_kit import pair
+from failover_kit import drained, pair, start_pair
 
 from d3hb.errors import Refused
 from d3hb.ops import failover, rejoin
+from d3hb.ops import supervisor as sv
 from d3hb.ops.serverdefs import Definitions
 from d3hb.store import apply as store_apply
 from d3hb.store import digests
-from d3hb.testing import procs
+from d3hb.testing import oracle, procs
 
 
 @pytest.fixture
@@ -80,3 +81,28 @@ def test_changing_the_promoted_systems_definition_keeps_it_writable(promoted):
     Definitions(s).setup("hb", {"notify": "dm,!0"})
     assert not s.replica
     s.file("acme", "inv").write("later", "still writable")
+
+
+def test_roles_swapped_by_hand_once_everything_is_acknowledged(tmp_path, monkeypatch):
+    """Across hosts there is no one-home rejoin: setup type=S on the old master is allowed only when its
+    slave acknowledged everything it numbered, and starts the slave side at that number."""
+    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
+    m, s, _ = pair(tmp_path)
+    start_pair(m, s)
+    log = oracle.WriteLog()
+    inv = m.file("acme", "inv")
+    for i in range(30):
+        log.write(inv, f"a{i}", f"before {i}")
+    drained(m, s, log)
+    sv.stop(m, "hb")
+    sv.stop(s, "hb")
+    failover.promote(s, "hb")
+    Definitions(m).setup("hb", {"type": "S", "port": str(Definitions(s).get("hb").port)})
+    assert m.replica and store_apply.last_applied(m, "hb") == log.last
+    Definitions(s).setup("hb", {"type": "M", "host": "127.0.0.1", "target": m.name})
+    assert not s.replica
+    start_pair(s, m)
+    inv = s.file("acme", "inv")
+    for i in range(30):
+        log.write(inv, f"b{i}", f"after {i}")
+    drained(s, m, log)
