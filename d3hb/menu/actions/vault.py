@@ -82,7 +82,7 @@ def nodes_(ctx: Context, req: Request) -> None:
     status(ctx, req)
 
 
-@action("vault.purge", "Delete archive objects marked for deletion whose retention has passed", "{(a}")
+@action("vault.purge", "Delete archive objects marked for deletion whose retention has passed")
 def purge(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s:
         gone = ov.purge(s)
@@ -95,7 +95,7 @@ def purge(ctx: Context, req: Request) -> None:
 
 
 @action("vault.define", "Define a vault on this system (sends a new verification code)",
-        "NAME host=HOST {port=N} password=PW {node=NODE} {maxsize=64M} {retain=DAYS} {keepfull=N} {import=yes} {(r}")
+        "NAME host=HOST {port=N} password=PW {node=NODE} {maxsize=64M} {retain=DAYS} {keepfull=N} {forcesync=yes} {import=yes} {(r}")
 def define(ctx: Context, req: Request) -> None:
     name = req.arg(0, "vault name")
     fields = _fields(req, "name")
