@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 Out = Callable[[str], None]
 LIVE_STATES = frozenset({st.CONNECTED, st.READING_NETWORK, st.WRITING_NETWORK, st.WAITING_ACK})
-PROMOTED_META = "hb.promoted"
+PROMOTED_META = history.PROMOTED_META
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 CATCH_UP = 50  # transactions the slave may lag before a switchover refuses writes
 

@@ -4,9 +4,9 @@ One item per server (its id is the server name), one attribute per field in
 the order of :data:`FIELDS`.  Both servers of a pair carry the same name: the
 master's call names the server and the slave refuses any other name.
 
-Defining a slave (new, or a master made a slave) turns the system's
-``replica`` flag on (local writes to DL files are then refused by the
-store); defining a master adds a queue cursor,
+Defining a slave turns the system's ``replica`` flag on (local writes to
+DL files are then refused by the store), except a change to the slave
+definition a promoted system keeps; defining a master adds a queue cursor,
 so the queue keeps what that slave has not acknowledged; deleting a master
 removes its cursor.
 """
@@ -264,12 +264,13 @@ class Definitions:
             self.system._put(self._file(), d.name.encode(), body, log=False, guard=False)
             if d.is_master:
                 self.system.queue.add_cursor(d.name)
-            elif old is None or old.is_master:
-                if old is not None:
+            else:
+                if old is not None and old.is_master:
                     self.system.queue.drop_cursor(d.name)
-                self.system.set_meta("replica", "on")
-            # A changed slave definition leaves the flag alone: on a promoted system (still holding
-            # its slave definition) a new notify list must not refuse the users' writes again.
+                # A promoted system keeps its slave definition (rejoin reads it): a changed notify
+                # list there must not refuse the users' writes again.  A restored system has no mark.
+                if old is None or old.is_master or not self.system.meta(history.PROMOTED_META):
+                    self.system.set_meta("replica", "on")
         return d
 
     def setup(self, name: str, values: Mapping[str, str]) -> tuple[ServerDef, bool]:

@@ -22,6 +22,7 @@ from d3hb.store.system import System
 from d3hb.store.txn import Kind
 
 FORKS_META = "hb.forks"  # JSON [[epoch, last tno of that epoch], ...]
+PROMOTED_META = "hb.promoted"  # when and how this system was promoted (absent on a restored system)
 HARMLESS = frozenset({Kind.TEST, Kind.VERIFY})  # carry no data: never a reason to refuse
 
 

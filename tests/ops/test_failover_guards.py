@@ -12,11 +12,11 @@ import pytest
 from failover_kit import drained, pair, start_pair
 
 from d3hb.errors import Refused
-from d3hb.ops import failover, rejoin
+from d3hb.ops import failover, rejoin, saves
 from d3hb.ops import supervisor as sv
 from d3hb.ops.serverdefs import Definitions
 from d3hb.store import apply as store_apply
-from d3hb.store import digests
+from d3hb.store import Home, System, digests
 from d3hb.testing import oracle, procs
 
 
@@ -106,3 +106,25 @@ def test_roles_swapped_by_hand_once_everything_is_acknowledged(tmp_path, monkeyp
     for i in range(30):
         log.write(inv, f"b{i}", f"after {i}")
     drained(s, m, log)
+
+
+def test_a_restored_system_given_a_slave_definition_is_read_only(tmp_path, monkeypatch):
+    """The promoted system's save carries its slave definition; restored elsewhere, setup makes it a replica."""
+    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
+    m, s, _ = pair(tmp_path)
+    failover.promote(s, "hb")
+    tape = tmp_path / "backup.save"
+    with open(tape, "wb") as fh:
+        saves.save(s, fh)
+    target = Home(tmp_path).create("spare", small=True)
+    path = target.path
+    target.close()
+    with open(tape, "rb") as fh:
+        saves.restore(path, "spare", fh, servers=["hb"])
+    r = System.open(path)
+    try:
+        assert not r.replica and Definitions(r).get("hb").type == "S"  # the definition came with the save
+        Definitions(r).setup("hb", {"notify": "dm"})
+        assert r.replica
+    finally:
+        r.close()
