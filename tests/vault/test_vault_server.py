@@ -16,7 +16,7 @@ import pytest
 import vaultkit as kit
 
 from d3hb.errors import Refused, TapeError
-from d3hb.ops import saves, vaultcheck
+from d3hb.ops import saves, vaultcheck, vaultio
 from d3hb.ops import vault as ov
 from d3hb.protocol import tape
 from d3hb.servers.vaultclient import VaultRefused, VaultSession
@@ -322,7 +322,8 @@ def test_read_only_import_by_a_third_system_cannot_write(site):
         same_data(site.src, d)
 
 
-def test_lost_connection_mid_volume_is_retried(site):
+def test_lost_connection_mid_volume_is_retried(site, monkeypatch):
+    monkeypatch.setattr(vaultio, "RETRY_WAIT", 0.05)  # the waits are not what is tested here
     kit.fill(site.src, n=1500)
     proxy = kit.CuttingProxy(site.port, cut={0, 1}, after=120_000)  # the first two attempts at volume 1 break
     try:
@@ -367,7 +368,8 @@ def test_link_that_keeps_failing_fails_the_save_clearly(site):
         proxy.close()
 
 
-def test_save_failing_after_some_volumes_leaves_none_usable(site):
+def test_save_failing_after_some_volumes_leaves_none_usable(site, monkeypatch):
+    monkeypatch.setattr(vaultio, "RETRY_WAIT", 0.05)
     kit.fill(site.src, n=1500)
     site.define(maxsize="200K")
     # The first connection stores volume 1 and breaks in volume 2; every retry of volume 2 breaks at once.
