@@ -286,6 +286,8 @@ class Definitions:
         d = replace(base, **parsed)  # type: ignore[arg-type]
         demoted = exists and base.is_master and not d.is_master
         acked = self._demotable(name) if demoted else 0
+        if demoted:  # a slave calls no one: the old master's peer must not linger in Show Server
+            d = replace(d, host="", target="")
         wrong = MASTER_ONLY if not d.is_master else SLAVE_ONLY
         given = {k.lower().replace("_", "-") for k in values} & wrong
         if given:
@@ -302,17 +304,23 @@ class Definitions:
 
         Otherwise the new master's updates would land on top of updates it
         never received (silent divergence); ``rejoin`` lists and dumps those.
-        Returns the acknowledged number the slave definition starts from.
+        The queue keeps every update some destination has not acknowledged,
+        so it holds exactly those (a system restored from a save holds none).
+        Returns the number the slave definition starts from.
         """
-        last = history.own_position(self.system).last
         acked = self.system.queue.cursor(name) or 0
-        if last > acked:
-            raise Refused(f"system {self.system.name!r} holds updates up to {last} that the slave of '{name}' acknowledged only up to "
-                          f"{acked}: made a slave, they would be on no other system",
+        harmless = tuple(k.value for k in history.HARMLESS)
+        first, last, n = self.system.q(
+            f"SELECT min(tno), max(tno), count(*) FROM queue WHERE tno>? AND kind NOT IN ({','.join('?' * len(harmless))})",
+            (acked, *harmless)).fetchone()
+        if n:
+            held = f"update {first}" if n == 1 else f"{n} updates ({first} to {last})"
+            raise Refused(f"system {self.system.name!r} holds {held} that the slave of '{name}' never acknowledged: "
+                          f"made a slave, they would be on no other system",
                           f"on one host use 'd3hb hot-backup rejoin {name} peer=SYSTEM' (lists them and dumps them to a tape); "
-                          f"across hosts dump them ('txn-dump'), re-seed this system from a save of the new master, "
+                          f"across hosts dump them ('txn-dump {first}'), re-seed this system from a save of the new master, "
                           f"then delete and define the server again")
-        return max(acked, last)
+        return max(acked, history.own_position(self.system).last)
 
     def delete(self, name: str) -> ServerDef:
         d = self.get(name)
