@@ -383,6 +383,7 @@ class RunAction:
     purpose: str
     server: str | None
     confirmed: bool = False
+    secret: frozenset[str] = frozenset()  # field keys a transcript must not show (passwords, codes)
 
 
 @dataclass(frozen=True)

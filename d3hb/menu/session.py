@@ -309,9 +309,9 @@ class Session:
 
     def _run(self, name: str, request: Request, label: str, purpose: str, then: _Then, *,
              confirmed: bool = False, chart: bool = False, panel: bool = True, resume: Mode = Mode.MENU,
-             server: str | None = None) -> list[Output]:  # fmt: skip
+             server: str | None = None, secret: frozenset[str] = frozenset()) -> list[Output]:  # fmt: skip
         self._ids += 1
-        run = RunAction(self._ids, name, request, label, purpose, server or self.server, confirmed)
+        run = RunAction(self._ids, name, request, label, purpose, server or self.server, confirmed, secret)
         self._waiting = _Waiting(run, then, resume)
         self.mode = Mode.RUNNING
         outputs: list[Output] = []
@@ -489,7 +489,8 @@ class Session:
         # Fields the action takes as arguments (hot-backup setup NAME ...) go first, and stay fields too.
         lead = tuple(fields[k] for k in state.form.args if fields.get(k))
         request = Request(lead + request.args, request.fields, request.options)
-        return self._run(state.form.action, request, state.form.title, "run", lambda r: self._filed(state, r))
+        secret = frozenset(f.key for f in state.form.fields if f.secret)
+        return self._run(state.form.action, request, state.form.title, "run", lambda r: self._filed(state, r), secret=secret)
 
     def _filed(self, state: _FormState, result: Result) -> list[Output]:
         if result.error or result.status:

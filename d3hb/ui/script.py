@@ -121,9 +121,12 @@ def _strip_comment(line: str) -> str:
 
 
 def command_text(run: RunAction) -> str:
-    """A request as the command line would give it: ``hot-backup start hbs key=value (o``."""
+    """A request as the command line would give it: ``hot-backup start hbs key=value (o``; secrets starred."""
     group, _, verb = run.name.partition(".")
-    words = [group, verb, *map(_quote, run.request.args), *(f"{k}={_quote(v)}" for k, v in run.request.fields.items())]
+    hidden = {v for k, v in run.request.fields.items() if k in run.secret and v}
+    args = ("********" if a in hidden else _quote(a) for a in run.request.args)
+    fields = (f"{k}={'********' if k in run.secret else _quote(v)}" for k, v in run.request.fields.items())
+    words = [group, verb, *args, *fields]
     if run.request.options:
         words.append(f"({run.request.options}")
     return " ".join(words)
@@ -151,6 +154,7 @@ class ScriptRunner:
         self.error: tuple[int, str] | None = None  # an error shown, not yet expected
         self.ok = True  # the last action ended well
         self.ended = False
+        self.asking_secret = False  # the open prompt is a secret field: its answer is starred in the transcript
 
     # -- playing
 
@@ -173,7 +177,7 @@ class ScriptRunner:
                     continue
                 self._no_error_left()
                 self.seen = []
-                self.say(f"[{step.line}] {step}")
+                self.say(f"[{step.line}] {self._shown(step)}")
                 self._input(step)
             self._no_error_left()
         except Mismatch as m:
@@ -275,6 +279,7 @@ class ScriptRunner:
                 self.error = (step_line, out.text)
         elif isinstance(out, Prompt):
             self.seen.append(("prompt", out.text))
+            self.asking_secret = out.secret
         elif isinstance(out, ShowHelp):
             self.seen += [("help", out.title)] + [("help", ln) for ln in out.lines]
         elif isinstance(out, ShowChoices):
@@ -314,6 +319,10 @@ class ScriptRunner:
             return None
         self.say(f"[{step.line}] {step}")
         return step.text
+
+    def _shown(self, step: Step) -> str:
+        """The step as the transcript shows it: a secret field's answer is starred (transcripts get mailed)."""
+        return f"{step.verb} ********" if step.verb == "enter" and step.text and self.asking_secret else str(step)
 
     def _fail_once(self, text: str) -> None:
         if self.error is None:  # the first thing that went wrong is the one to report

@@ -138,6 +138,8 @@ def test_form_through_a_script(tmp_path):
     assert fake.calls[-1].request.args == ("hbm",), "hot-backup setup NAME ..."
     assert dict(fake.calls[-1].request.fields) == {"name": "hbm", "type": "M", "host": "slavehost", "port": "2000", "target": "pick0",
                                                    "protocol": "inet", "check": "5", "txlog": "1", "notify": "dm", "code": "s3cret-code"}  # fmt: skip
+    assert "s3cret-code" not in out, "a transcript never shows a secret field"
+    assert " code=******** " in out or out.rstrip().endswith("code=********") or "code=********\n" in out
 
 
 @pytest.mark.parametrize(("text", "error"), [
