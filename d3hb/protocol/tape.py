@@ -430,20 +430,23 @@ class TapeReader:
         end = _BLOCK.size + length
         if len(self._buf) < end:
             return False
-        payload = bytes(self._buf[_BLOCK.size : end])
-        if zlib.crc32(payload, zlib.crc32(struct.pack(">cII", btype, number, length))) != crc:
-            raise TapeError(f"tape block {n} checksum mismatch", CORRUPT)
-        if number != n:
-            raise TapeError(f"tape block {number} found where block {n} was expected", "blocks are missing or out of order — use another copy")
-        expected = (_LABEL,) if self._stage == "label" else (_DATA, _END)
-        if btype not in expected:
-            raise TapeError(f"tape block {n} is of type {btype!r} where {' or '.join(map(repr, expected))} belongs", CORRUPT)
-        if btype == _LABEL:
-            self._read_label(payload)
-        elif btype == _DATA:
-            self._read_data(n, payload, out)
-        else:
-            self._read_trailer(n, payload)
+        # The payload is read in place (a view of the buffer): records are
+        # copied once, into their own fields, and the view is gone before the
+        # buffer moves on.
+        with memoryview(self._buf) as whole, whole[_BLOCK.size : end] as payload:
+            if zlib.crc32(payload, zlib.crc32(struct.pack(">cII", btype, number, length))) != crc:
+                raise TapeError(f"tape block {n} checksum mismatch", CORRUPT)
+            if number != n:
+                raise TapeError(f"tape block {number} found where block {n} was expected", "blocks are missing or out of order — use another copy")
+            expected = (_LABEL,) if self._stage == "label" else (_DATA, _END)
+            if btype not in expected:
+                raise TapeError(f"tape block {n} is of type {btype!r} where {' or '.join(map(repr, expected))} belongs", CORRUPT)
+            if btype == _LABEL:
+                self._read_label(payload.tobytes())
+            elif btype == _DATA:
+                self._read_data(n, payload, out)
+            else:
+                self._read_trailer(n, payload.tobytes())
         del self._buf[:end]
         self._next += 1
         return True
@@ -459,40 +462,55 @@ class TapeReader:
         self.label = label
         self._stage = "data"
 
-    def _read_data(self, n: int, payload: bytes, out: list[Record]) -> None:
+    def _read_data(self, n: int, payload: memoryview, out: list[Record]) -> None:
         if not payload:
             raise TapeError(f"tape block {n} is empty", CORRUPT)
         self._count.sha.update(payload)
         self._count.blocks += 1
         self._count.record_bytes += len(payload)
-        recs = self._records
-        recs += payload
+        # Records are cut from the block itself unless one began in an earlier
+        # block (then the rest is appended to it and cut from there).
+        held = self._records
+        if held:
+            held += payload
+            src = memoryview(held)
+        else:
+            src = payload
+        size = len(src)
         pos = 0
+        items = 0
         try:
-            while len(recs) - pos >= _REC.size:
-                tag, length = _REC.unpack_from(recs, pos)
+            while size - pos >= _REC.size:
+                tag, length = _REC.unpack_from(src, pos)
                 if length > MAX_RECORD:
                     raise ValueError(f"record of {length} bytes")
                 stop = pos + _REC.size + length
-                if stop > len(recs):
+                if stop > size:
                     break
                 start = pos + _REC.size
                 if tag == _ITEM:
                     # The bulk of every save: decoded in place, one copy per field.
-                    fof, n = _ITEM_HEAD.unpack_from(recs, start)
-                    body = start + _ITEM_HEAD.size + n
+                    fof, idlen = _ITEM_HEAD.unpack_from(src, start)
+                    body = start + _ITEM_HEAD.size + idlen
                     if body > stop:
                         raise ValueError("field runs past the end of its record")
-                    rec = Item(fof, bytes(recs[start + _ITEM_HEAD.size : body]), bytes(recs[body:stop]))
-                    self._count.items += 1
+                    out.append(Item(fof, src[start + _ITEM_HEAD.size : body].tobytes(), src[body:stop].tobytes()))
+                    items += 1
                 else:
-                    rec = decode_record(tag, bytes(recs[start:stop]))
+                    rec = decode_record(tag, src[start:stop].tobytes())
                     self._count.count(rec)
-                out.append(rec)
+                    out.append(rec)
                 pos = stop
         except (struct.error, ValueError, UnicodeDecodeError, RemoteProtocolError) as exc:
             raise TapeError(f"tape block {n} holds a malformed record ({exc})", CORRUPT) from None
-        del recs[:pos]
+        finally:
+            self._count.items += items
+            if src is not payload:
+                src.release()
+        if held:
+            del held[:pos]
+        elif pos < size:
+            held += payload[pos:]
 
     def _read_trailer(self, n: int, payload: bytes) -> None:
         if len(payload) != _TRAILER.size:
