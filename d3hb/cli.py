@@ -25,7 +25,7 @@ logger = logging.getLogger("d3hb")
 # Sub-commands whose words follow D3's ``VERB arg key=value (options`` shape.
 WORD_GROUPS = {"tcl": "tcl", "hot-backup": "hot-backup", "tape-socket": "tape-socket", "vault": "vault", "system": "system"}
 # With no verb these open a menu.
-MENU_OF = {"hot-backup": "hot-backup", "tape-socket": "tape-socket"}
+MENU_OF = {"hot-backup": "hot-backup", "tape-socket": "tape-socket", "vault": "vault"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("system", "create | list | show | delete systems"),
         ("hot-backup", "hot backup servers; no verb: the Hot Backup Main Menu"),
         ("tape-socket", "tape-socket servers in D3's syntax; no command: the tape-socket menu"),
-        ("vault", "saves and transaction tapes kept on another server"),
+        ("vault", "saves and transaction tapes kept on another server; no verb: the Vault menu"),
     ):
         sp = sub.add_parser(name, help=help_text, prefix_chars="\0")
         sp.add_argument("words", nargs=argparse.REMAINDER)

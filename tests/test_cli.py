@@ -165,3 +165,12 @@ def test_tcl_prompt_through_the_cli(tmp_path: Path):
     out = r.stdout.decode()
     assert "[407] 1 item counted." in out and "unknown command 'tcl.bad-verb'" in out
     assert "Traceback" not in out + r.stderr.decode()
+
+
+@pytest.mark.parametrize(("group", "title"), [("hot-backup", "Hot Backup Main Menu"), ("tape-socket", "Tape-socket Menu"),
+                                              ("vault", "Vault")])
+def test_a_group_without_a_verb_opens_its_menu(home, group, title):
+    r = d3hb(home, group, stdin=b"X\n")  # not a terminal: the line mode
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    assert out.lstrip().startswith(title) and "Enter option:" in out

@@ -139,7 +139,7 @@ def t_load(ctx: Context, req: Request) -> None:
     _report(ctx, r)
 
 
-@action("tcl.set-device", "List the tape devices, attach one, or define one", "{N {PATH {f|c|-}}}")
+@action("tcl.set-device", "List the tape devices, attach one, or define one", "{N {PATH {f|c|-|v}}}")
 def set_device(ctx: Context, req: Request) -> None:
     devs = _devices(ctx)
     if req.args:
