@@ -212,15 +212,18 @@ def open_for_write(dev: Device, stdout: BinaryIO | None = None) -> Iterator[Bina
 
 
 @contextlib.contextmanager
-def open_for_read(dev: Device, stdin: BinaryIO | None = None) -> Iterator[BinaryIO]:
-    """A stream to read a tape from; a pipe blocks here until its writer opens it."""
+def open_for_read(dev: Device, stdin: BinaryIO | None = None, kinds: tuple[str, ...] = ()) -> Iterator[BinaryIO]:
+    """A stream to read a tape from; a pipe blocks here until its writer opens it.
+
+    On a vault device with no set named, ``kinds`` picks the newest set of those kinds (a restore
+    mounts the last full save, not the last t-dump)."""
     if dev.type == "-":
         yield stdin or sys.stdin.buffer
         return
     if dev.type == "v":
         from d3hb.ops import vaultdev
 
-        with vaultdev.reader(dev.system_dir, dev.path) as r:
+        with vaultdev.reader(dev.system_dir, dev.path, kinds) as r:
             yield r  # type: ignore[misc]
         return
     path = Path(dev.path)
@@ -238,12 +241,12 @@ def open_for_read(dev: Device, stdin: BinaryIO | None = None) -> Iterator[Binary
         fh.close()
 
 
-def size_of(dev: Device) -> int | None:
+def size_of(dev: Device, kinds: tuple[str, ...] = ()) -> int | None:
     """Bytes on the tape when that is known in advance (a regular file, a vault's set), else None."""
     if dev.type == "v":
         from d3hb.ops import vaultdev
 
-        return vaultdev.size(dev.system_dir, dev.path)
+        return vaultdev.size(dev.system_dir, dev.path, kinds)
     if dev.type != "f":
         return None
     try:

@@ -3,7 +3,8 @@
 The device's path is the vault's name as defined on this system, or
 ``NAME:VOLUMESET`` to read one set.  Writing cuts the tape into volumes
 (:class:`~d3hb.ops.vaultio.VolumeWriter`); reading without a set reads the
-newest usable one, as a drive reads the tape mounted last.  Each opening
+newest usable one of the kinds the command reads (a restore takes the last
+full save even when a t-dump came after it).  Each opening
 uses its own connection to the system's database and lets it go before the
 tape operation runs, so a full restore can swap the database underneath.
 """
@@ -37,20 +38,20 @@ def writer(system_dir: Path | str, spec: str) -> Iterator[VolumeWriter]:
 
 
 @contextlib.contextmanager
-def reader(system_dir: Path | str, spec: str) -> Iterator[VolumeSetReader]:
+def reader(system_dir: Path | str, spec: str, kinds: tuple[str, ...] = ()) -> Iterator[VolumeSetReader]:
     name, vset = parse(spec)
     with System.open(system_dir) as s:
-        r = ov.set_reader(s, name, vset)
+        r = ov.set_reader(s, name, vset, kinds)
     try:
         yield r
     finally:
         r.close()
 
 
-def size(system_dir: Path | str, spec: str) -> int | None:
+def size(system_dir: Path | str, spec: str, kinds: tuple[str, ...] = ()) -> int | None:
     """Bytes in the set a read would get (for progress), None when not known here."""
     name, vset = parse(spec)
     with System.open(system_dir) as s:
         with contextlib.suppress(Exception):  # no set yet: the read itself says so
-            return ov.total_size(s, name, vset or ov.latest_set(s, name))
+            return ov.total_size(s, name, vset or ov.latest_set(s, name, kinds))
     return None

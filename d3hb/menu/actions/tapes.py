@@ -67,12 +67,13 @@ def _writing(ctx: Context) -> Iterator:
 
 
 @contextlib.contextmanager
-def _reading(ctx: Context) -> Iterator:
+def _reading(ctx: Context, kinds: tuple[str, ...]) -> Iterator:
+    """The attached tape; ``kinds`` (what the command reads) picks the newest such set on a vault device."""
     dev = _devices(ctx).attached()
     if dev.type == "c":
         ctx.out(f"Reading from pipe {dev.path} (waiting for its writer)")
-    with tapes.open_for_read(dev, ctx.stdin) as fh:
-        yield fh, tapes.size_of(dev)
+    with tapes.open_for_read(dev, ctx.stdin, kinds) as fh:
+        yield fh, tapes.size_of(dev, kinds)
 
 
 @action("tcl.save", "Full save of the system to the attached tape device", "{label text} {(h k}")
@@ -99,7 +100,7 @@ def restore(ctx: Context, req: Request) -> None:
     busy = running.servers(home.system_path(ctx.system))
     if busy:  # asked before a pipe is opened, which would wait for its writer
         raise Refused(f"server {busy[0]!r} of system {ctx.system!r} is running", "stop the servers of this system, then restore")
-    with _reading(ctx) as (fh, size):
+    with _reading(ctx, ("save",)) as (fh, size):
         r = saves.restore(home.system_path(ctx.system), ctx.system, fh, servers=req.args, progress=_progress(ctx, "restore"), total=size)
     _report(ctx, r)
 
@@ -108,7 +109,7 @@ def restore(ctx: Context, req: Request) -> None:
 def account_restore(ctx: Context, req: Request) -> None:
     target = req.arg(0, "account name")
     on_tape = req.args[1] if len(req.args) > 1 else target
-    with open_system(ctx) as s, _reading(ctx) as (fh, size):
+    with open_system(ctx) as s, _reading(ctx, ("save", "account-save")) as (fh, size):
         r = saves.account_restore(s, fh, on_tape, new_name=target, progress=_progress(ctx, "account-restore"), total=size)
     _report(ctx, r)
 
@@ -133,7 +134,7 @@ def t_dump(ctx: Context, req: Request) -> None:
 @action("tcl.t-load", "Load a t-dump tape into a file", "FILE {ITEM ...} {(o v}")
 def t_load(ctx: Context, req: Request) -> None:
     ref, ids = _file_ref(req)
-    with open_system(ctx) as s, _reading(ctx) as (fh, size):
+    with open_system(ctx) as s, _reading(ctx, ("t-dump",)) as (fh, size):
         r = saves.t_load(s, ctx.account, ref, fh, ids=ids or None, overwrite=req.has("o"), verify_only=req.has("v"),
                          progress=_progress(ctx, "t-load"), total=size)
     _report(ctx, r)
@@ -169,6 +170,6 @@ def txn_dump(ctx: Context, req: Request) -> None:
 
 @action("tcl.txn-load", "Apply a transaction tape once (numbers already loaded are skipped)", "{(v l}")
 def txn_load(ctx: Context, req: Request) -> None:
-    with open_system(ctx) as s, _reading(ctx) as (fh, size):
+    with open_system(ctx) as s, _reading(ctx, ("txn-dump",)) as (fh, size):
         r = saves.txn_load(s, fh, verify_only=req.has("v"), relog=req.has("l"), progress=_progress(ctx, "txn-load"), total=size)
     _report(ctx, r)
