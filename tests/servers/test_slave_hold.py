@@ -55,8 +55,8 @@ def test_apply_off_holds_5000_then_on_while_5000_more_arrive(home, capsys):
     procs.wait_until(lambda: (m.queue.cursor("hb") or 0) >= log.last, 60, "the slave to acknowledge what it holds")
     # acknowledged and durably held, but not applied: the slave's database is quiescent
     held = store_hold.held_count(s, "hb")
-    assert held == log.last, "every transaction the master sent (5 creates, then the writes) is in the hold"
-    assert store_apply.last_stored(s, "hb") == log.last and store_apply.last_applied(s, "hb") == 0
+    assert held == store_apply.last_stored(s, "hb") >= log.last, "every transaction received (the creates, the writes) is held"
+    assert store_apply.last_applied(s, "hb") == 0
     assert not s.has_account("acme") and digests(s) == quiet, "the slave's files did not change: it can be saved"
     assert m.queue.state().depth == 0, "held counts as stored: the master purged what was held"
     q = sv.format_query(sv.query(s, "hb"))
