@@ -85,3 +85,20 @@ def test_promote_force_while_connected(home):
     p = failover.promote(s, "hb", force=True)
     assert not s.replica and p.epoch == 2
     assert System.open(s.path).file("acme", "inv").read("a") == b"1"
+
+
+def test_promote_applies_what_the_slave_holds(home):
+    """Apply updates OFF: the slave stored and acknowledged updates without applying them; promote applies them first."""
+    m, s, _ = pair(home, slave_fields={"apply": "off"})
+    start_pair(m, s)
+    log = oracle.WriteLog()
+    inv = m.file("acme", "inv")
+    for i in range(40):
+        log.write(inv, f"h{i}", f"held {i}")
+    procs.wait_until(lambda: (m.queue.cursor("hb") or 0) >= log.last, 60, "the slave to acknowledge (hold) everything")
+    assert store_apply.last_applied(s, "hb") < log.last  # stored and acknowledged, not applied
+    sv.stop(m, "hb")
+    procs.wait_until(lambda: not failover.live_master(s, "hb"), 30, "the slave to see its master gone")
+    p = failover.promote(s, "hb")
+    assert p.held > 0 and p.tno == log.last == store_apply.last_applied(s, "hb")
+    oracle.check(m, s, "hb", log)  # nothing the slave acknowledged is missing once promoted
