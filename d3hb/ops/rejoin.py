@@ -122,7 +122,7 @@ def rejoin(old: System, new_master: System, name: str, *, host: str | None = Non
     return Rejoined(fresh.name, at, tuple(t.tno for t in lost), str(tape) if lost else "", True), fresh
 
 
-def _check_newer(keeps: System, replaced: System, name: str) -> None:
+def _check_newer(keeps: System, replaced: System, name: str, todo: str = "") -> None:
     """Refuse, before anything changes, when the system whose data would go is the live one.
 
     Run on the wrong system, a rejoin with (r, a reseed or a failback would
@@ -135,7 +135,8 @@ def _check_newer(keeps: System, replaced: System, name: str) -> None:
     if replaced.epoch > keeps.epoch:
         raise Refused(f"system {replaced.name!r} (epoch {replaced.epoch}) is newer than {keeps.name!r} (epoch {keeps.epoch}): "
                       f"its data would be replaced by an older copy",
-                      f"run this on the old system naming the new one, e.g. 'd3hb --system {keeps.name} hot-backup rejoin {name} peer={replaced.name}'")
+                      todo or f"run this on the old system naming the new one, e.g. "
+                               f"'d3hb --system {keeps.name} hot-backup rejoin {name} peer={replaced.name}'")
 
 
 def failover_def(old_master_def: ServerDef, new_master: System, name: str) -> ServerDef:
@@ -256,7 +257,8 @@ def tape_failback(backup: System, main: System, name: str, tape_dir: Path, *, ne
     """
     main_def = Definitions(main).get(name)
     backup_def = Definitions(backup).get(name)
-    _check_newer(backup, main, name)
+    _check_newer(backup, main, name, f"run failback on the promoted system naming the repaired one: "
+                                      f"'d3hb --system {main.name} hot-backup failback {name} main={backup.name}'")
     if not main_def.is_master:
         raise Refused(f"server '{name}' on {main.name!r} is not the master definition", "define it as type=M first")
     tape_dir.mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,7 @@ def test_reseed_of_a_promoted_system_is_refused(promoted):
 def test_tape_failback_named_backwards_is_refused(promoted, tmp_path):
     m, s = promoted
     before = _unchanged(m, s)
-    with pytest.raises(Refused, match="is newer than"):
+    with pytest.raises(Refused, match="is newer than.*'d3hb --system backup hot-backup failback hb main=pick0'"):
         rejoin.tape_failback(m, s, "hb", tmp_path / "tapes")
     assert _unchanged(m, s) == before
 
