@@ -20,7 +20,7 @@ CONTRACT: frozenset[str] = frozenset(
     [f"hot-backup.{v}" for v in (
         "status", "query", "start", "stop", "show", "statistics", "queue", "setup", "delete", "list", "state", "sample",
         "coldstart", "log-dl-only", "log-all", "stop-enqueuing", "start-enqueuing", "clear-queue", "replay-parked",
-        "promote", "switchover", "verify", "resync")]
+        "promote", "switchover", "verify", "resync", "rejoin", "failback")]
     + [f"tape-socket.{v}" for v in (
         "check", "drain", "listpipes", "listserver", "query", "setarg", "setup", "show", "shutdown", "start", "startall",
         "startsend", "startreceive", "status", "stop", "stopall", "tltest", "traceon", "traceoff", "version")]

@@ -370,7 +370,7 @@ def test_tape_socket_setup_prefills_from_show_columns():
 
 def test_tcl_prompt():
     d = Driver()
-    assert d.feed("9", "8")[2:] == ["output TCL", "info: TCL: type a command; an empty line or X returns to the menu", "prompt :"]
+    assert d.feed("9", "10")[2:] == ["output TCL", "info: TCL: type a command; an empty line or X returns to the menu", "prompt :"]
     assert d.feed('list md "a b"') == ['echo :list md "a b"', "run tcl.list md a b", "prompt :"]
     assert d.fake.calls[-1].request.args == ("md", "a b")
     assert d.feed("hot-backup query hbs x=1")[1] == "run hot-backup.query hbs x=1"
@@ -450,3 +450,25 @@ def test_any_input_keeps_the_session_consistent(start, lines):
         assert d.session.stack and d.session.prompt is not None
         if mode is Mode.FIELD:
             assert d.session._form is not None
+
+
+def test_rejoin_and_failback_forms_run_on_the_selected_server():
+    d = Driver()
+    d.feed("9", "7")
+    answers = {"Promoted system": "backup", "Resync if diverged": "yes"}
+    while d.session.mode is Mode.FIELD:
+        d.feed(answers.get(d.last(Prompt).text, ""))
+    log = d.feed("y")
+    assert "run hot-backup.rejoin hbs peer=backup resync=yes" in log
+    d.feed("7")  # the form again: an answer that is not a choice is refused in the message section
+    d.feed("backup", "", "")
+    assert d.feed("maybe")[0].startswith("error:") and d.session.mode is Mode.FIELD
+    for _ in range(3):  # X leaves the field, then the form
+        if d.session.mode is Mode.MENU:
+            break
+        d.feed("X")
+    assert d.session.mode is Mode.MENU and [c.name for c in d.fake.calls].count("hot-backup.rejoin") == 1, "nothing ran"
+    d.feed("8")
+    while d.session.mode is Mode.FIELD:
+        d.feed({"Main system": "pick0"}.get(d.last(Prompt).text, ""))
+    assert "run hot-backup.failback hbs main=pick0 near=100" in d.feed("y")

@@ -58,10 +58,11 @@ def switchover(ctx: Context, req: Request) -> None:
 
 
 @action("hot-backup.rejoin", "Rejoin this old master as the slave of the promoted system ((r: re-seed it if it diverged)",
-        "NAME peer=SYSTEM {host=ADDRESS} {tape=PATH} {(r}",
+        "NAME peer=SYSTEM {host=ADDRESS} {tape=PATH} {resync=yes|no} {(r}",
         (FieldSpec("peer", "the promoted system (the new master)"),
          FieldSpec("host", "how the new master reaches this system"),
-         FieldSpec("tape", "where divergent transactions are dumped (default: in this system's directory)")))
+         FieldSpec("tape", "where divergent transactions are dumped (default: in this system's directory)"),
+         FieldSpec("resync", "yes: re-seed this system from the new master if it diverged (the same as (r)")))
 def rejoin_(ctx: Context, req: Request) -> None:
     if "peer" not in req.fields:
         raise UsageError("missing peer=SYSTEM", "name the promoted system: peer=backup")
@@ -69,9 +70,17 @@ def rejoin_(ctx: Context, req: Request) -> None:
         name = _name(ctx, req, s)
         with _other(ctx, req, s, name) as new_master:
             tape = Path(req.fields["tape"]) if req.fields.get("tape") else None
-            _, fresh = rejoin.rejoin(s, new_master, name, host=req.fields.get("host"), tape=tape, resync=req.has("r"), out=ctx.out)
+            _, fresh = rejoin.rejoin(s, new_master, name, host=req.fields.get("host"), tape=tape, resync=req.has("r") or _yes(req, "resync"), out=ctx.out)
             if fresh is not s:
                 fresh.close()
+
+
+def _yes(req: Request, key: str) -> bool:
+    """A yes/no field, the form's way of giving an option (forms send fields, not options)."""
+    value = req.fields.get(key, "no").strip().lower()
+    if value not in ("yes", "y", "no", "n"):
+        raise UsageError(f"{key}={value} is neither yes nor no", f"give {key}=yes or {key}=no")
+    return value in ("yes", "y")
 
 
 def _reseed(ctx: Context, req: Request) -> None:
