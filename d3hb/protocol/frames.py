@@ -54,18 +54,71 @@ def encode_frame(ftype: int, payload: bytes, limit: int = DEFAULT_LIMIT) -> byte
 
 
 class FrameDecoder:
-    """Accumulates bytes and yields whole frames."""
+    """Accumulates bytes and yields whole frames.
 
-    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
+    ``lend``: payloads of at least this many bytes are assembled in a buffer
+    of their own and handed out as that ``bytearray``; while one is being
+    filled, :meth:`get_buffer` lends its empty part, so a receiver reading
+    with ``recv_into`` (asyncio's BufferedProtocol) puts the bytes in place
+    and no copy is made in this process.  Off by default: only a link whose
+    big frames are opaque data (the tape-socket) wants mutable payloads.
+    """
+
+    def __init__(self, limit: int = DEFAULT_LIMIT, *, lend: int | None = None) -> None:
         self.limit = limit
+        self.lend = lend
         self._buf = bytearray()
         self._dead: RemoteProtocolError | None = None
         self.bytes_in = 0
+        # The big frame being filled: its header fields, payload buffer, bytes in it.
+        self._big: tuple[int, int] | None = None
+        self._big_buf = bytearray()
+        self._big_fill = 0
+        self._scratch = memoryview(bytearray(256 * 1024)) if lend else None
+
+    def get_buffer(self) -> memoryview:
+        """Where the next bytes received may be written; then call :meth:`buffer_updated`."""
+        if self._big is not None:
+            return memoryview(self._big_buf)[self._big_fill :]
+        if self._scratch is None:
+            self._scratch = memoryview(bytearray(256 * 1024))
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> list[Frame]:
+        """``nbytes`` were written at the start of the last :meth:`get_buffer`."""
+        if self._big is not None:
+            if self._dead is not None:
+                raise self._dead
+            self.bytes_in += nbytes
+            self._big_fill += nbytes
+            frame = self._big_done()
+            return [frame] if frame is not None else []
+        return self.feed(self._scratch[:nbytes])  # type: ignore[index]
+
+    def _big_done(self) -> Frame | None:
+        ftype, crc = self._big  # type: ignore[misc]
+        if self._big_fill < len(self._big_buf):
+            return None
+        payload, self._big, self._big_buf, self._big_fill = self._big_buf, None, bytearray(), 0
+        if _crc(ftype, payload) != crc:
+            self._dead = RemoteProtocolError(f"frame checksum mismatch (type {ftype}, {len(payload)} bytes)", "the link corrupts data; check the network")
+            raise self._dead
+        return Frame(ftype, payload)  # type: ignore[arg-type]
 
     def feed(self, data: bytes) -> list[Frame]:
         if self._dead is not None:
             raise self._dead
         self.bytes_in += len(data)
+        frames: list[Frame] = []
+        if self._big is not None:
+            take = min(len(data), len(self._big_buf) - self._big_fill)
+            self._big_buf[self._big_fill : self._big_fill + take] = memoryview(data)[:take]
+            self._big_fill += take
+            frame = self._big_done()
+            if frame is None:
+                return frames
+            frames.append(frame)
+            data = memoryview(data)[take:]
         # Frames are cut straight out of what arrived when nothing is held back
         # (the common case), and each payload is copied once: a tape link moves
         # 1 MiB frames, where every extra copy shows in the throughput.
@@ -74,7 +127,6 @@ class FrameDecoder:
             src = self._buf
         else:
             src = data
-        frames: list[Frame] = []
         pos = 0
         view = memoryview(src)
         try:
@@ -90,6 +142,13 @@ class FrameDecoder:
                     start = pos + HEADER.size
                     end = start + length
                     if len(src) < end:
+                        if self.lend is not None and length >= self.lend:
+                            # The rest of what arrived is the start of a big payload:
+                            # it moves to the payload's own buffer, which is lent from now on.
+                            self._big, self._big_buf = (ftype, crc), bytearray(length)
+                            self._big_fill = len(src) - start
+                            self._big_buf[: self._big_fill] = view[start:]
+                            pos = len(src)
                         break
                     payload = view[start:end].tobytes()
                     if _crc(ftype, payload) != crc:
@@ -113,14 +172,14 @@ class FrameDecoder:
     @property
     def pending(self) -> int:
         """Bytes of an incomplete frame held back."""
-        return len(self._buf)
+        return len(self._buf) + (HEADER.size + self._big_fill if self._big is not None else 0)
 
     def close(self) -> None:
         """The peer closed the stream: an incomplete frame is an error."""
         if self._dead is not None:
             raise self._dead
-        if self._buf:
+        if self.pending:
             self._dead = RemoteProtocolError(
-                f"connection closed in the middle of a frame ({len(self._buf)} bytes pending)", "the sender will resend"
+                f"connection closed in the middle of a frame ({self.pending} bytes pending)", "the sender will resend"
             )
             raise self._dead

@@ -42,6 +42,7 @@ LINK_TAG = b"D3TS"  # tells a tape-socket peer from a replication peer on a wron
 MAX_CHUNK = 1024 * 1024
 MAX_CREDIT = 64  # chunks outstanding: at most 64 MiB in flight
 FRAME_LIMIT = MAX_CHUNK + 1024  # control frames are tiny; nothing bigger than a chunk is buffered
+LEND = 64 * 1024  # Data payloads this big are received in place (see get_buffer)
 OUTPUT, INPUT = "output", "input"
 ROLES = (OUTPUT, INPUT)
 
@@ -311,7 +312,7 @@ class TapeLink:
         self.bytes_sent = self.bytes_received = 0
         self.data_sent = self.data_received = 0
         self.tapes = _Tapes()
-        self._decoder = FrameDecoder(FRAME_LIMIT)
+        self._decoder = FrameDecoder(FRAME_LIMIT, lend=LEND)
         self._frames: deque[Frame] = deque()
         self._eof = False
         self._error: RemoteProtocolError | None = None
@@ -401,6 +402,28 @@ class TapeLink:
             self._frames.extend(self._decoder.feed(data))
         except RemoteProtocolError as exc:
             self._deferred = exc  # raised by next_event after the good frames before it
+
+    def get_buffer(self) -> memoryview:
+        """Where the next bytes from the peer may be put (``recv_into``); then :meth:`buffer_updated`.
+
+        While a big Data chunk is arriving this is the rest of its own buffer,
+        so the chunk is handed out (as a ``bytearray``) without a copy.
+        """
+        return self._decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` from the peer were put at the start of the last :meth:`get_buffer`."""
+        if self._eof:
+            raise LocalProtocolError("data received after the connection was closed", "this is a bug in d3hb; report it")
+        if nbytes <= 0:
+            return
+        self.bytes_received += nbytes
+        if self._deferred is not None or self._error is not None:
+            return
+        try:
+            self._frames.extend(self._decoder.buffer_updated(nbytes))
+        except RemoteProtocolError as exc:
+            self._deferred = exc
 
     def next_event(self) -> Event | ConnectionClosed | _NeedData:
         if self._error is not None:

@@ -3,8 +3,8 @@
 It listens on its port.  An output server calls and sends tapes; each tape
 is written into the pipe, where a restore or a t-load reads it, and the
 pipe is closed at the in-band EndOfTape so the reader sees the end of the
-tape.  Credit is granted one chunk per chunk written to the pipe, so a slow
-reader slows the sender and at most :data:`WINDOW` chunks wait in memory.
+tape.  Credit is granted for the chunks written to the pipe (in batches of
+:data:`CREDIT_BATCH`), so a slow reader slows the sender and at most :data:`WINDOW` chunks wait in memory.
 A connection lost in the middle of a tape closes the pipe early: the reader
 finds no trailer and fails without keeping anything.  Shutdown from the
 output server stops this server too.
@@ -22,16 +22,18 @@ from collections.abc import Callable
 
 from d3hb.errors import RemoteProtocolError, TapeError
 from d3hb.protocol import tapesock as ts
-from d3hb.servers.tsbase import NET_READ, Config, PipeWriter, Runtime, drain, install_signals, make_pipe, run_process
+from d3hb.servers.tsbase import CHUNK, NET_READ, Config, PipeWriter, Runtime, drain, install_signals, make_pipe, run_process
 
 WINDOW = 8  # chunks of credit outstanding: at most 8 MiB in flight per connection
+CREDIT_BATCH = 4  # chunks written to the pipe before their credit goes back (at most WINDOW)
 HELLO_TIMEOUT = 30.0
 AHEAD = 4 * NET_READ  # bytes received and not yet decoded before reading pauses
 
 
 class _Wire(asyncio.BufferedProtocol):
-    """The socket side of one connection: the kernel copies into one reused buffer
-    and the link cuts frames straight out of it (no stream buffer in between).
+    """The socket side of one connection: the kernel copies into the buffer the
+    link lends (a Data chunk's own, while one arrives), so the bytes of a tape
+    are not copied in this process between the socket and the pipe.
 
     Reading pauses once :data:`AHEAD` bytes wait undecoded, so a peer that
     ignores its credit cannot fill this server's memory.
@@ -40,7 +42,7 @@ class _Wire(asyncio.BufferedProtocol):
     def __init__(self, link: ts.TapeLink, started: Callable[[_Wire], None]) -> None:
         self.link = link
         self._started = started
-        self.buf = memoryview(bytearray(NET_READ))
+        self.buf = memoryview(bytearray(CHUNK))  # only after the end, when nothing more is decoded
         self.transport: asyncio.Transport | None = None
         self.ready = asyncio.Event()  # bytes or the end arrived since the session last asked
         self.lost: Exception | None = None
@@ -55,12 +57,13 @@ class _Wire(asyncio.BufferedProtocol):
         self._started(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.buf
+        # A Data chunk arriving is received straight into its own buffer.
+        return self.buf if self._eof else self.link.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._eof:
             return
-        self.link.receive_data(self.buf[:nbytes])
+        self.link.buffer_updated(nbytes)
         self._ahead += nbytes
         if self._ahead >= AHEAD and not self._paused and self.transport is not None:
             self._paused = True
@@ -128,6 +131,7 @@ class _Session:
         self.pipe: PipeWriter | None = None
         self.peer = wire.peer
         self.started = 0.0
+        self.owed = 0  # chunks written to the pipe whose credit is not yet granted
 
     async def send(self, event: ts.Event) -> None:
         await self.wire.write(self.link.send_parts(event))
@@ -175,7 +179,12 @@ class _Session:
             await self.pipe.write(event.data)  # type: ignore[union-attr]
             self.rt.count(len(event.data))
             self.rt.set_state("Reading network")
-            await self.send(ts.Credit(1))
+            self.owed += 1
+            if self.owed >= CREDIT_BATCH:
+                # Granted in batches: each message also wakes the sender.  The
+                # sender is never starved, it keeps WINDOW - CREDIT_BATCH + 1 at least.
+                await self.send(ts.Credit(self.owed))
+                self.owed = 0
         elif isinstance(event, ts.EndOfTape):
             if self.pipe is None:
                 await self._open_pipe()  # an empty tape still reaches its reader as one

@@ -139,6 +139,48 @@ def test_data_is_sent_in_two_parts_and_decoded_from_a_reused_buffer() -> None:
     assert [e.data for e in got] == chunks
 
 
+def _recv_into(link: TapeLink, wire: bytes, rnd: random.Random) -> list:
+    """Deliver ``wire`` as a receiver using recv_into does: into the buffers the link lends."""
+    got, pos = [], 0
+    while pos < len(wire):
+        buf = link.get_buffer()
+        n = min(len(buf), rnd.randint(1, 300_000), len(wire) - pos)
+        buf[:n] = wire[pos : pos + n]
+        link.buffer_updated(n)
+        pos += n
+        got += drain(link)
+    return got
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_chunks_received_in_place_are_those_sent(seed: int) -> None:
+    rnd = random.Random(seed)
+    out, inp = connected(credit=8)
+    chunks = [rnd.randbytes(rnd.choice([1, 100, 65535, 65536, 70_000, MAX_CHUNK])) for _ in range(8)]
+    wire = b"".join(out.send(Data(c)) for c in chunks) + out.send(EndOfTape())
+    before = inp.bytes_received
+    got = _recv_into(inp, wire, rnd)
+    assert [bytes(e.data) for e in got[:-1]] == chunks and isinstance(got[-1], EndOfTape)
+    assert inp.bytes_received - before == len(wire)
+
+
+def test_a_flipped_byte_in_a_chunk_received_in_place_is_caught() -> None:
+    out, inp = connected(credit=2)
+    wire = bytearray(out.send(Data(b"\x07" * 500_000)))
+    wire[400_000] ^= 0x10
+    with pytest.raises(RemoteProtocolError, match="checksum"):
+        _recv_into(inp, bytes(wire), random.Random(1))
+
+
+def test_the_connection_closed_in_the_middle_of_a_chunk_received_in_place() -> None:
+    out, inp = connected(credit=2)
+    wire = out.send(Data(b"\x01" * 300_000))
+    assert _recv_into(inp, wire[:200_000], random.Random(2)) == []
+    inp.receive_data(b"")
+    with pytest.raises(RemoteProtocolError, match="middle of a frame"):
+        inp.next_event()
+
+
 def test_only_the_output_server_opens() -> None:
     inp = TapeLink("input", SERVER)
     with pytest.raises(LocalProtocolError):

@@ -150,6 +150,12 @@ def test_network_save_restore_then_hot_backup_starts_from_the_save_point(hosts: 
 def test_kill_9_of_the_output_server_fails_the_restore_cleanly(hosts: Hosts) -> None:
     a = hosts.A.open("pick0")
     populate(a, 6000)
+    # More than can be in flight (pipes, the credit window, socket buffers): the
+    # output server dies while the save is still writing, not after the tape.
+    big = a.file("sales", "inv")
+    with a.transaction():
+        for i in range(40):
+            big.write(f"BIG{i:02d}", (f"{i:02d}" * 500_000).encode())
     b = hosts.B.open("pick0")
     b.create_account("precious")
     before = digests(b, include_control=True)
@@ -170,6 +176,7 @@ def test_kill_9_of_the_output_server_fails_the_restore_cleanly(hosts: Hosts) -> 
     s = threading.Thread(target=save, daemon=True)
     s.start()
     wait_for(lambda: "gate" in result and result["gate"].reached.is_set(), what="the restore to be under way")
+    assert s.is_alive(), saved  # mid-stream: the save has not finished writing
     pid = tsservers.pid_of(hosts.A.system_path("pick0"), "default")
     os.kill(pid, signal.SIGKILL)
     result["gate"].go.set()
