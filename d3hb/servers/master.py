@@ -25,6 +25,7 @@ import time
 from d3hb.errors import D3hbError, LocalProtocolError, RemoteProtocolError, StoreError
 from d3hb.protocol import events as ev
 from d3hb.protocol.replication import CLOSED, DEFAULT_MAX_FRAME, MASTER, NEED_DATA, Connection, State
+from d3hb.servers import admission
 from d3hb.servers import status as st
 from d3hb.store import verify as store_verify
 from d3hb.store.system import System
@@ -226,6 +227,12 @@ class MasterServer:
                 raise self._refused(welcome)
             if welcome is CLOSED or not isinstance(welcome, ev.Welcome):
                 raise Lost("the slave closed the call during the handshake")
+            diverged = admission.divergence(self.system, cfg, welcome)
+            if diverged is not None:  # the slave needs a resync, not this master: nothing is marked here
+                with contextlib.suppress(Exception):
+                    await self._send(conn.refuse(*diverged))
+                self.rt.incidents.raise_("refused", f"refused the slave: {diverged[1]}")
+                raise Fatal(diverged[1])
             gap = self._gap(welcome.last_applied)
             if gap:
                 with contextlib.suppress(Exception):
@@ -273,17 +280,7 @@ class MasterServer:
         return Refusal(text)
 
     def _gap(self, last_applied: int) -> str:
-        """Why the master cannot continue the slave from ``last_applied``, or ''."""
-        last = self.queue.last_tno()
-        if last_applied > last:
-            return (f"the slave has applied up to {last_applied} but this master has only numbered {last}: "
-                    "the slave belongs to another history; resync it from a save of this master")
-        if last_applied < last and self.queue.get(last_applied + 1) is None:
-            first = self.queue.read(last_applied, limit=1)
-            have = f"the queue starts at {first[0].tno}" if first else "the queue is empty"
-            return (f"gap: the slave needs transaction {last_applied + 1}, but {have} (cleared or purged); "
-                    "resync the slave from a save of this master")
-        return ""
+        return admission.gap(self.queue, last_applied)
 
     def _align_cursor(self, held: int) -> None:
         """Make this slave's cursor say what the slave itself says it holds.

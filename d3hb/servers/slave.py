@@ -63,6 +63,13 @@ def server_ssl(cfg: st.Config) -> ssl.SSLContext | None:
     return ctx
 
 
+def followed(system: System, name: str) -> tuple[str, int]:
+    """What the Welcome tells the master: the history this slave follows and the epoch of its last applied
+    transaction (its applied row), not this system's own, so the master can judge divergence exactly."""
+    row = store_apply.applied_history(system, name)
+    return (row[1], row[2]) if row is not None and row[1] else ("", 0)
+
+
 class SlaveServer(OptionsWork):
     def __init__(self, cfg: st.Config, system: System, rt: st.Runtime, handler: Handler | None = None) -> None:
         self.cfg = cfg
@@ -166,8 +173,9 @@ class _Session:
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.ready = False
-        self.conn = Connection(SLAVE, self.cfg.name, self.cfg.code.encode(), history_id=server.system.history_id,
-                               epoch=server.system.epoch, last_applied=server.handler.last_stored())
+        history_id, epoch = followed(server.system, self.cfg.name)
+        self.conn = Connection(SLAVE, self.cfg.name, self.cfg.code.encode(), history_id=history_id,
+                               epoch=epoch, last_applied=server.handler.last_stored())
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
