@@ -31,7 +31,7 @@ from enum import Enum
 from typing import NoReturn
 
 from d3hb.errors import LocalProtocolError, RemoteProtocolError
-from d3hb.protocol.frames import Frame, FrameDecoder, frame_header
+from d3hb.protocol.frames import HEADER, Frame, FrameDecoder, frame_header
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ MAX_CHUNK = 1024 * 1024
 MAX_CREDIT = 64  # chunks outstanding: at most 64 MiB in flight
 FRAME_LIMIT = MAX_CHUNK + 1024  # control frames are tiny; nothing bigger than a chunk is buffered
 LEND = 64 * 1024  # Data payloads this big are received in place (see get_buffer)
+FRAME_ROOM = HEADER.size  # bytes kept in front of a chunk for its header (see send_in_place)
 OUTPUT, INPUT = "output", "input"
 ROLES = (OUTPUT, INPUT)
 
@@ -344,6 +345,13 @@ class TapeLink:
         if nxt is State.CLOSED:
             self._closed_by_us = True
         return (head, payload) if payload else (head,)
+
+    def send_in_place(self, frame: memoryview, n: int) -> memoryview:
+        """Send the chunk at ``frame[FRAME_ROOM:FRAME_ROOM + n]`` as Data: its header is
+        written in the room in front, and the whole frame is returned to be sent as it is."""
+        head, _ = self.send_parts(Data(frame[FRAME_ROOM : FRAME_ROOM + n]))  # type: ignore[arg-type]
+        frame[:FRAME_ROOM] = head
+        return frame[: FRAME_ROOM + n]
 
     def send_failed(self) -> None:
         """The bytes of the last send() never reached the peer: the link is unusable."""

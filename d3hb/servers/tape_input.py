@@ -110,8 +110,10 @@ class _Wire(asyncio.BufferedProtocol):
         self.ready.clear()
 
     async def write(self, parts: tuple[bytes, ...]) -> None:
-        if self._eof or self.transport is None or self.transport.is_closing():
-            raise ConnectionResetError(f"the connection from {self.peer} is closed")
+        if self.transport is None or self.transport.is_closing():
+            # The peer has gone: what it sent before going (an Error, say) is
+            # still to be read from the link, which then reports the end.
+            return
         for part in parts:
             self.transport.write(part)
         if self._can_write is not None:

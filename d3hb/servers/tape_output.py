@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sys
 import time
 from dataclasses import dataclass
 
 from d3hb.errors import RemoteProtocolError, TapeError
 from d3hb.protocol import tapesock as ts
-from d3hb.servers.tsbase import CHUNK, NET_READ, Config, PipeReader, Runtime, drain, install_signals, make_pipe, run_process
+from d3hb.servers.tsbase import CHUNK, Config, PipeReader, Runtime, drain, install_signals, make_pipe, run_process
 
 HANDSHAKE_TIMEOUT = 30.0
 
@@ -32,11 +33,18 @@ class Lost(Exception):
 
 
 class _Conn:
-    """One connection: the link state machine, the socket, and a task reading events."""
+    """One connection: the link state machine, the socket, and a task reading events.
 
-    def __init__(self, cfg: Config, rt: Runtime, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    The socket is used directly (no asyncio transport): a chunk read from the
+    pipe goes out from the buffer it was read into, header in front, in one
+    send and without a copy, and the buffer is used again for the next chunk.
+    """
+
+    def __init__(self, cfg: Config, rt: Runtime, sock: socket.socket) -> None:
         self.cfg, self.rt = cfg, rt
-        self.reader, self.writer = reader, writer
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self._inflight: asyncio.Future | None = None
         self.link = ts.TapeLink(ts.OUTPUT, cfg.name)
         self.credit = asyncio.Event()
         self.connected = asyncio.Event()
@@ -47,13 +55,26 @@ class _Conn:
         self._sent_at = 0.0
 
     async def send(self, event: ts.Event) -> None:
-        for part in self.link.send_parts(event):
-            self.writer.write(part)
+        await self._sendall(b"".join(self.link.send_parts(event)))
+
+    async def send_chunk(self, frame: memoryview, n: int) -> None:
+        """Send the chunk at ``frame[FRAME_ROOM:FRAME_ROOM + n]`` as Data."""
+        await self._sendall(self.link.send_in_place(frame, n))
+
+    async def _sendall(self, data: bytes | memoryview) -> None:
+        # A frame goes out whole even if the tape loop is cancelled meanwhile
+        # (stop): half a frame followed by the Error would garble the link.
+        self._inflight = asyncio.ensure_future(self.loop.sock_sendall(self.sock, data))
         try:
-            await self.writer.drain()
+            await asyncio.shield(self._inflight)
         except (ConnectionError, OSError) as exc:
             self.link.send_failed()  # raises
             raise Lost(str(exc)) from None  # pragma: no cover
+
+    async def settle(self) -> None:
+        """Wait for the frame being sent, if any, to be out."""
+        if self._inflight is not None and not self._inflight.done():
+            await asyncio.wait({self._inflight})
 
     async def hello(self) -> None:
         self._sent_at = time.time()
@@ -65,7 +86,7 @@ class _Conn:
             while True:
                 event = self.link.next_event()
                 if event is ts.NEED_DATA:
-                    data = await self.reader.read(CHUNK)
+                    data = await self.loop.sock_recv(self.sock, CHUNK)
                     self.link.receive_data(data)
                     continue
                 if isinstance(event, ts.ConnectionClosed):
@@ -107,8 +128,11 @@ class _Conn:
             raise Lost(self.failure or "the input server closed the connection")
 
     def close(self) -> None:
+        for task in (getattr(self, "pump_task", None), self._inflight):
+            if task is not None:
+                task.cancel()  # before the socket goes: the loop must not watch a closed descriptor
         with contextlib.suppress(Exception):
-            self.writer.close()
+            self.sock.close()
 
 
 @dataclass
@@ -117,15 +141,36 @@ class _Flags:
     shutdown: asyncio.Event
 
 
+async def _connect(host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket to host:port (every address the name has, in turn)."""
+    loop = asyncio.get_running_loop()
+    last: OSError | None = None
+    for family, kind, proto, _, addr in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, addr)
+        except OSError as exc:
+            sock.close()
+            last = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # control frames must not wait for Nagle
+        return sock
+    raise last or OSError(f"no address for {host}")
+
+
 async def _call(cfg: Config, rt: Runtime, flags: _Flags) -> _Conn | None:
     """Call the input server until it answers, or give up after ``callrep`` attempts."""
     attempt = 0
     while not flags.stop.is_set():
         attempt += 1
         rt.set_state("Wait response to call", peer=f"{cfg.host}:{cfg.port}")
+        conn: _Conn | None = None
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(cfg.host, cfg.port, limit=NET_READ), HANDSHAKE_TIMEOUT)
-            conn = _Conn(cfg, rt, reader, writer)
+            conn = _Conn(cfg, rt, await asyncio.wait_for(_connect(cfg.host, cfg.port), HANDSHAKE_TIMEOUT))
             await conn.hello()
             pump = asyncio.create_task(conn.pump())
             conn.pump_task = pump  # type: ignore[attr-defined]
@@ -136,6 +181,8 @@ async def _call(cfg: Config, rt: Runtime, flags: _Flags) -> _Conn | None:
             rt.log(f"connected to input server {cfg.host}:{cfg.port}{detail}")
             return conn
         except (OSError, asyncio.TimeoutError, Lost, RemoteProtocolError) as exc:
+            if conn is not None:
+                conn.close()
             why = str(exc) or type(exc).__name__
             rt.log(f"call {attempt} to {cfg.host}:{cfg.port} failed: {why}", trace=attempt > 1)
             if cfg.callrep and attempt >= cfg.callrep:
@@ -196,26 +243,28 @@ async def _one_tape(cfg: Config, rt: Runtime, conn: _Conn, pipe: PipeReader, fla
     rt.log(f"tape {number}: a writer opened pipe {cfg.pipe}", trace=True)
     started = time.monotonic()
     conn.in_tape = True  # type: ignore[attr-defined]
+    frame = memoryview(bytearray(ts.FRAME_ROOM + ts.MAX_CHUNK))  # one buffer for every chunk of the tape
     try:
         while True:
             rt.set_state("Reading pipe")
-            data = await pipe.read(ts.MAX_CHUNK)
-            if not data:
+            n = await pipe.readinto(frame[ts.FRAME_ROOM :])
+            if not n:
                 break
             if conn.link.credit <= 0:
                 rt.set_state("Waiting for ACK")
                 await conn.wait_credit()
             rt.set_state("Writing to network")
-            await conn.send(ts.Data(data))
-            rt.count(len(data))
+            await conn.send_chunk(frame, n)
+            rt.count(n)
             if rt.tracing:
-                rt.log(f"tape {number}: block of {len(data)} bytes sent", trace=True)
+                rt.log(f"tape {number}: block of {n} bytes sent", trace=True)
     except asyncio.CancelledError:
         if not flags.stop.is_set():
             raise
         # stop in the middle of a tape: tell the input server, so its reader fails too.
         asyncio.current_task().uncancel()  # type: ignore[union-attr]
         with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.settle(), 5)  # not sent whole in time: no Error, the loss is reported anyway
             await asyncio.wait_for(conn.send(ts.Error(f"output server {cfg.name} stopped in the middle of tape {number}")), 5)
         raise Lost(f"stopped in the middle of tape {number}") from None
     finally:
@@ -263,9 +312,6 @@ async def serve(cfg: Config, rt: Runtime) -> int:
         finally:
             watcher.cancel()
             conn.close()
-            task = getattr(conn, "pump_task", None)
-            if task is not None:
-                task.cancel()
         if outcome in ("shutdown", "stopped"):
             break
     rt.log("output server stopped")

@@ -230,6 +230,14 @@ class PipeReader:
             except BlockingIOError:
                 await _wait_fd(self.fd, write=False)
 
+    async def readinto(self, buf: memoryview) -> int:
+        """Read into ``buf`` (no new bytes object per chunk); 0 once the writer has closed the pipe."""
+        while True:
+            try:
+                return os.readv(self.fd, [buf])
+            except BlockingIOError:
+                await _wait_fd(self.fd, write=False)
+
     async def wait_writer(self) -> None:
         """Return when a writer has opened the pipe (readable: data or end of file)."""
         await _wait_fd(self.fd, write=False)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from d3hb.errors import LocalProtocolError, RemoteProtocolError
 from d3hb.protocol.frames import encode_frame
 from d3hb.protocol.tapesock import (
+    FRAME_ROOM,
     MAX_CHUNK,
     MAX_CREDIT,
     NEED_DATA,
@@ -128,6 +129,13 @@ def test_data_is_sent_in_two_parts_and_decoded_from_a_reused_buffer() -> None:
         assert len(parts) == 2 and parts[1] is c
         assert b"".join(parts) == twin.send(Data(c))
         wire += b"".join(parts)
+    # The output server reads each chunk behind room for its header and sends the frame from there.
+    room = bytearray(FRAME_ROOM + MAX_CHUNK)
+    room[FRAME_ROOM : FRAME_ROOM + 5] = b"fifth"
+    frame = out.send_in_place(memoryview(room), 5)
+    assert bytes(frame) == twin.send(Data(b"fifth")) and out.credit == twin.credit
+    wire += frame
+    chunks.append(b"fifth")
     buf = bytearray(100_003)  # an odd size: frames straddle the refills
     got = []
     for pos in range(0, len(wire), len(buf)):

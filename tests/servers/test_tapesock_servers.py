@@ -147,7 +147,10 @@ def test_network_save_restore_then_hot_backup_starts_from_the_save_point(hosts: 
     assert any("tape 1 sent" in m.text for m in messages(a, "ssave", permanent=True))
 
 
-def test_kill_9_of_the_output_server_fails_the_restore_cleanly(hosts: Hosts) -> None:
+@pytest.mark.parametrize("how", ["kill -9", "stop"])
+def test_the_output_server_dying_mid_tape_fails_the_restore_cleanly(hosts: Hosts, how: str) -> None:
+    """kill -9: the input server sees the connection lost; stop (SIGTERM): the output
+    server finishes the frame on the wire and says why, and both sides report it."""
     a = hosts.A.open("pick0")
     populate(a, 6000)
     # More than can be in flight (pipes, the credit window, socket buffers): the
@@ -178,7 +181,7 @@ def test_kill_9_of_the_output_server_fails_the_restore_cleanly(hosts: Hosts) -> 
     wait_for(lambda: "gate" in result and result["gate"].reached.is_set(), what="the restore to be under way")
     assert s.is_alive(), saved  # mid-stream: the save has not finished writing
     pid = tsservers.pid_of(hosts.A.system_path("pick0"), "default")
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL if how == "kill -9" else signal.SIGTERM)
     result["gate"].go.set()
     t.join(30)
     s.join(30)
@@ -187,7 +190,11 @@ def test_kill_9_of_the_output_server_fails_the_restore_cleanly(hosts: Hosts) -> 
     b = hosts.B.open("pick0")
     assert digests(b, include_control=True) == before and b.has_account("precious")
     vm = hosts.B.open("vmrest")
-    wait_for(lambda: any("lost" in m.text for m in messages(vm, "default")), what="the input server to report the loss")
+    said = "lost" if how == "kill -9" else "reports in the middle of tape 1: output server default stopped in the middle of tape 1"
+    try:
+        wait_for(lambda: any(said in m.text for m in messages(vm, "default")), what=f"the input server to log {said!r}")
+    except AssertionError:
+        raise AssertionError([m.text for m in messages(vm, "default")] + [m.text for m in messages(hosts.A.open("pick0"), "default")]) from None
     assert tsservers.pid_of(vm.path, "default") is not None  # it waits for the next call
 
 
