@@ -2,12 +2,15 @@
 
 Each side proves it knows the code without sending it: a proof is
 HMAC-SHA256 keyed with the code over a role label and the handshake
-*transcript* — the Hello payload and the Welcome payload (without its proof)
-exactly as they crossed the wire.  The transcript holds both fresh nonces,
-the server name and every field either side asserted, so
+*transcript* — the Hello payload and the Welcome payload exactly as they
+crossed the wire.  The calling side (the master) proves first, in Proof; the
+slave proves in Accept only after it has checked the master's proof, so
+whoever merely reaches the slave's port never gets a proof to test guesses
+of the code against.  The transcript holds both fresh nonces, the server
+name and every field either side asserted, so
 
 - a proof recorded in another session fails (the other side's nonce is new);
-- a slave's proof cannot be reflected back as a master's (the labels differ);
+- one side's proof cannot be reflected back as the other's (the labels differ);
 - a field changed in transit (epoch, history id, last numbers) fails the proof.
 
 No I/O: the caller supplies the randomness.

@@ -10,15 +10,17 @@ Who sends what, in order::
 
     master                                slave
     Hello(server, ..., nonce)      -->
-                                   <--    Welcome(..., nonce, proof)
+                                   <--    Welcome(..., nonce)            (no proof: the master proves first)
     Proof(proof)                   -->
-                                   <--    Accept()
+                                   <--    Accept(proof)
     Batch(txns), Heartbeat,        -->
     StatsRequest, StatsReply, Bye
                                    <--    Ack(received, stored, applied),
                                           Heartbeat, StatsRequest, StatsReply, Bye
 
-Either side may answer any handshake step with ``Refuse(reason, message)``.
+Either side may answer any handshake step with ``Refuse(reason, message)``;
+the master may also refuse right after Accept, before anything else, once
+the slave's proof has made its Welcome trustworthy (d3hb.servers.admission).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from d3hb.errors import RemoteProtocolError
 from d3hb.store import txn as txncodec
 from d3hb.store.txn import Transaction
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the master proves first (1: the slave's proof came in Welcome)
 NONCE_SIZE = 32
 PROOF_SIZE = 32  # HMAC-SHA256
 LINK_TAG = b"D3HR"  # tells a replication peer from a tape-socket peer on a wrong port
@@ -67,10 +69,13 @@ class Hello:
 
 @dataclass(frozen=True)
 class Welcome:
-    """slave -> master: the slave's side of the handshake and its proof of the code.
+    """slave -> master: the slave's side of the handshake, without any proof (the master proves first).
 
-    ``last_applied`` is the highest number the slave holds durably (applied,
-    or kept in its hold file): the master resumes after it.
+    ``history_id`` and ``epoch`` are what the slave *follows*: the master's
+    history and the epoch of the last transaction it applied (empty and 0
+    before its first).  ``last_applied`` is the highest number the slave
+    holds durably (applied, or kept in its hold file): the master resumes
+    after it.  Not trusted until the slave's proof arrives in Accept.
     """
 
     version: int
@@ -78,7 +83,6 @@ class Welcome:
     epoch: int
     last_applied: int
     nonce: bytes
-    proof: bytes
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,9 @@ class Proof:
 
 @dataclass(frozen=True)
 class Accept:
-    """slave -> master: the master's proof is good; batches may flow."""
+    """slave -> master: the master's proof is good, and the slave's own proof of the code."""
+
+    proof: bytes
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,7 @@ TYPES: dict[type, int] = {
 CLASSES = {v: k for k, v in TYPES.items()}
 _TAG = struct.Struct(">4sH")  # tag, protocol version: parsed before anything else
 _HELLO = struct.Struct(f">{NONCE_SIZE}sIQ")  # nonce, epoch, last_tno; then server, history_id
-_WELCOME = struct.Struct(f">{NONCE_SIZE}sIQ")  # nonce, epoch, last_applied; then history_id, proof
+_WELCOME = struct.Struct(f">{NONCE_SIZE}sIQ")  # nonce, epoch, last_applied; then history_id
 _ACK = struct.Struct(">QQQ")
 _BEAT = struct.Struct(">dQ")
 _U32 = struct.Struct(">I")
@@ -222,8 +228,8 @@ def encode_event(ev: Event) -> bytes:
     if isinstance(ev, Hello):
         return hello_payload(ev)
     if isinstance(ev, Welcome):
-        return welcome_body(ev) + ev.proof
-    if isinstance(ev, Proof):
+        return welcome_body(ev)
+    if isinstance(ev, Proof | Accept):
         return ev.proof
     if isinstance(ev, Refuse):
         return _s(ev.reason) + _s(ev.message, MAX_TEXT)
@@ -241,7 +247,7 @@ def encode_event(ev: Event) -> bytes:
         return json.dumps(ev.stats, allow_nan=False, sort_keys=True, separators=(",", ":")).encode()
     if isinstance(ev, Bye):
         return _s(ev.reason, MAX_TEXT)
-    return b""  # Accept, StatsRequest
+    return b""  # StatsRequest
 
 
 def decode_event(cls: type, p: bytes) -> Event:
@@ -262,11 +268,11 @@ def decode_event(cls: type, p: bytes) -> Event:
                 return Hello(server, version, history_id, epoch, last_tno, nonce)
             nonce, epoch, last_applied = _WELCOME.unpack_from(p, _TAG.size)
             history_id, end = _text(p, _TAG.size + _WELCOME.size)
-            _done(p, end + PROOF_SIZE)
-            return Welcome(version, history_id, epoch, last_applied, nonce, p[end:])
-        if cls is Proof:
+            _done(p, end)
+            return Welcome(version, history_id, epoch, last_applied, nonce)
+        if cls in (Proof, Accept):
             _done(p, PROOF_SIZE)
-            return Proof(p)
+            return cls(p)
         if cls is Refuse:
             reason, end = _text(p, 0)
             message, end = _text(p, end)

@@ -10,14 +10,22 @@ The master calls; both sides walk the same conversation::
 
     start --Hello(m)--> hello --Welcome(s)--> welcome --Proof(m)--> proof --Accept(s)--> ready
     start..proof --Refuse(either)--> closed
+    ready --Refuse(m), before the master sends anything else--> closed
     ready: Batch (m), Ack (s), Heartbeat / StatsRequest / StatsReply (either)
     ready --Bye sent--> closing --Bye received, or end of file--> closed
     ready --Bye received--> closed
 
+The master proves first: the Welcome carries the slave's nonce and no proof,
+the master's Proof covers the transcript, and only a slave that has checked
+it answers with Accept carrying its own proof.  A caller that does not know
+the code never receives anything it could test guesses against offline.
+
 Policy stays above: the Connection refuses on its own only what it can judge
 (a wrong verification code, another server's name, another protocol version,
 malformed or out-of-order messages); history, resync and busy refusals are
-the server's, made with ``refuse()`` once it has seen Hello or Welcome.
+the server's, made with ``refuse()``: the slave's once it has seen Hello (its
+fields are proved by the master's Proof), the master's once Accept has proved
+the Welcome (as its first message in the ready state).
 Sequencing is the Connection's: a master may not run ahead of its window,
 a slave drops numbers it already holds and never lets a gap through.
 """
@@ -36,7 +44,7 @@ from typing import NoReturn
 from d3hb.errors import LocalProtocolError, RemoteProtocolError, UsageError
 from d3hb.protocol import auth
 from d3hb.protocol.events import (
-    BAD_CODE, CLASSES, PROOF_SIZE, PROTOCOL, PROTOCOL_VERSION, REFUSE_REASONS, TYPES, UNKNOWN_SERVER,
+    BAD_CODE, CLASSES, PROTOCOL, PROTOCOL_VERSION, REFUSE_REASONS, TYPES, UNKNOWN_SERVER,
     Accept, Ack, Batch, Bye, Event, Heartbeat, Hello, Proof, Refuse, Reject, StatsReply, StatsRequest, Welcome,
     check_stats, decode_event, encode_event, hello_payload, one_line, welcome_body,
 )  # fmt: skip
@@ -90,6 +98,7 @@ for _ours in (True, False):
         _TABLE[(_st, _ours, Refuse)] = S.CLOSED
     for _cls in _FLOW:
         _TABLE[(S.READY, _ours, _cls)] = S.READY
+    _TABLE[(S.READY, _ours, Refuse)] = S.CLOSED  # the master's verdict on a proved Welcome; see _late_refusal
 for _cls in _FLOW:
     _TABLE[(S.CLOSING, False, _cls)] = S.CLOSING
 _TABLE[(S.READY, True, Bye)] = S.CLOSING
@@ -143,7 +152,8 @@ class Connection:
         self.state = State.START
         self.authenticated = False  # the peer has proved it knows the code
         self.peer_hello: Hello | None = None  # slave: the master's Hello (trusted once authenticated)
-        self.peer_welcome: Welcome | None = None  # master: the slave's Welcome
+        self.peer_welcome: Welcome | None = None  # master: the slave's Welcome (trusted once authenticated)
+        self._master_spoke = False  # the master sent something after Accept: too late for its Refuse
         self.refused: Refuse | None = None  # the peer's refusal, if it sent one
         self.bye_received: Bye | None = None
         self.error_reply: Refuse | Bye | None = None  # after a RemoteProtocolError: what to tell the peer
@@ -173,21 +183,25 @@ class Connection:
         return Hello(self.server, PROTOCOL_VERSION, self.history_id, self.epoch, last_tno, self.nonce)
 
     def welcome(self) -> Welcome:
-        """The slave's answer to the Hello received, with its proof of the code."""
+        """The slave's answer to the Hello received: its position and nonce, no proof (the master proves first)."""
         if self.role != SLAVE or self.state is not State.HELLO:
             raise _local(f"the {self.role} cannot build a Welcome while the connection is {self.state.value}")
-        ev = Welcome(PROTOCOL_VERSION, self.history_id, self.epoch, self.last_seen, self.nonce, b"")
-        proof = auth.make_proof(self._code, auth.SLAVE_LABEL, self._hello_payload, welcome_body(ev))
-        return Welcome(ev.version, ev.history_id, ev.epoch, ev.last_applied, ev.nonce, proof)
+        return Welcome(PROTOCOL_VERSION, self.history_id, self.epoch, self.last_seen, self.nonce)
 
     def proof(self) -> Proof:
-        """The master's proof, once the slave's Welcome has proved the slave."""
+        """The master's proof over the transcript, sent before the slave has proved anything."""
         if self.role != MASTER or self.state is not State.WELCOME:
             raise _local(f"the {self.role} cannot build a Proof while the connection is {self.state.value}")
         return Proof(auth.make_proof(self._code, auth.MASTER_LABEL, self._hello_payload, self._welcome_body))
 
+    def accept(self) -> Accept:
+        """The slave's Accept, with its own proof, once the master's Proof has checked out."""
+        if self.role != SLAVE or self.state is not State.PROOF or not self.authenticated:
+            raise _local(f"the {self.role} cannot build an Accept while the connection is {self.state.value}")
+        return Accept(auth.make_proof(self._code, auth.SLAVE_LABEL, self._hello_payload, self._welcome_body))
+
     def refuse(self, reason: str, message: str) -> bytes:
-        """Refuse the connection during the handshake (the server's policy decision)."""
+        """Refuse the connection: during the handshake, or (master) just after Accept (the server's policy)."""
         return self.send(Refuse(reason, message))
 
     # -- sending -----------------------------------------------------------------
@@ -206,6 +220,8 @@ class Connection:
         if nxt is None:
             raise _local(f"the {self.role} cannot send {cls.__name__} while the connection is {self.state.value}")
         self._check_send(event)
+        if self.state is State.READY:
+            self._late_refusal(cls, received=False)
         out = self._frame(event)  # may refuse an oversized batch: nothing has changed yet
         self._sent(event)
         self.state = nxt
@@ -232,6 +248,9 @@ class Connection:
         elif isinstance(ev, Proof):
             if ev != self.proof():
                 raise _local("a Proof that is not this connection's", "build it with conn.proof()")
+        elif isinstance(ev, Accept):
+            if ev != self.accept():
+                raise _local("an Accept that is not this connection's", "build it with conn.accept()")
         elif isinstance(ev, Refuse):
             if ev.reason not in REFUSE_REASONS:
                 raise _local(f"unknown refusal reason {ev.reason!r}", f"use one of {', '.join(sorted(REFUSE_REASONS))}")
@@ -351,9 +370,31 @@ class Connection:
             raise Reject(PROTOCOL, f"the {self.peer_role} sent {cls.__name__} {when}")
         if self.state is State.CLOSING and cls is Batch:
             return None  # it crossed our Bye: not handed up, so the master resends it next time
+        if self.state is State.READY:
+            self._late_refusal(cls, received=True)
         event = self._check_received(decode_event(cls, frame.payload), frame.payload)
         self.state = nxt
         return event
+
+    def _late_refusal(self, cls: type, *, received: bool) -> None:
+        """In the ready state only the master refuses, and only before it has sent anything else.
+
+        The master can judge the slave's position only once Accept has proved
+        it; its verdict is then its first message, so a slave that has heard
+        anything else from the master knows it was accepted.
+        """
+        by_master = (self.role == MASTER) != received
+        if cls is not Refuse:
+            self._master_spoke = self._master_spoke or by_master
+            return
+        if not by_master:
+            if received:
+                raise Reject(PROTOCOL, "the slave sent Refuse after the handshake completed")
+            raise _local("a slave refuses only during the handshake", "close the connection with Bye instead")
+        if self._master_spoke:
+            if received:
+                raise Reject(PROTOCOL, "the master sent Refuse after it had accepted the slave")
+            raise _local("the master refuses only before it sends anything after Accept")
 
     def _check_received(self, ev: Event, payload: bytes) -> Event | None:
         if isinstance(ev, Hello):
@@ -361,16 +402,20 @@ class Connection:
                 raise Reject(UNKNOWN_SERVER, f"a peer that claims another server's name: {one_line(ev.server)!r} called server {self.server!r}", "check the master's target host and port, or define a slave server of that name")
             self._hello_payload, self.peer_hello, self.peer_last_tno = payload, ev, ev.last_tno
         elif isinstance(ev, Welcome):
-            body = payload[:-PROOF_SIZE]
-            if ev.nonce == self.nonce or not auth.check_proof(self._code, auth.SLAVE_LABEL, self._hello_payload, body, ev.proof):
-                raise Reject(BAD_CODE, f"server {self.server}: the slave did not prove the verification code", "set the same code= on both servers of the pair")
-            self._welcome_body, self.peer_welcome, self.authenticated = body, ev, True
-            self._decoder.limit = self.max_frame
-            self.acked = Ack(ev.last_applied, ev.last_applied, 0)
+            if ev.nonce == self.nonce:  # our own challenge echoed back: a reflection, not a slave
+                raise Reject(PROTOCOL, f"server {self.server}: the slave sent back the master's own nonce")
+            self._welcome_body, self.peer_welcome = payload, ev  # not trusted until Accept proves it
         elif isinstance(ev, Proof):
             if not auth.check_proof(self._code, auth.MASTER_LABEL, self._hello_payload, self._welcome_body, ev.proof):
                 raise Reject(BAD_CODE, f"server {self.server}: the master did not prove the verification code", "set the same code= on both servers of the pair")
             self.authenticated = True
+        elif isinstance(ev, Accept):
+            if not auth.check_proof(self._code, auth.SLAVE_LABEL, self._hello_payload, self._welcome_body, ev.proof):
+                raise Reject(BAD_CODE, f"server {self.server}: the slave did not prove the verification code", "set the same code= on both servers of the pair")
+            self.authenticated = True
+            self._decoder.limit = self.max_frame
+            assert self.peer_welcome is not None
+            self.acked = Ack(self.peer_welcome.last_applied, self.peer_welcome.last_applied, 0)
         elif isinstance(ev, Refuse):
             self.refused = ev
         elif isinstance(ev, Bye):

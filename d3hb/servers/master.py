@@ -227,24 +227,13 @@ class MasterServer:
                 raise self._refused(welcome)
             if welcome is CLOSED or not isinstance(welcome, ev.Welcome):
                 raise Lost("the slave closed the call during the handshake")
-            diverged = admission.divergence(self.system, cfg, welcome)
-            if diverged is not None:  # the slave needs a resync, not this master: nothing is marked here
-                with contextlib.suppress(Exception):
-                    await self._send(conn.refuse(*diverged))
-                self.rt.incidents.raise_("refused", f"refused the slave: {diverged[1]}")
-                raise Fatal(diverged[1])
-            gap = self._gap(welcome.last_applied)
-            if gap:
-                with contextlib.suppress(Exception):
-                    await self._send(conn.refuse(ev.RESYNC_REQUIRED, gap))
-                self._mark_resync(gap)
-                raise Fatal(gap)
-            await self._send(conn.send(conn.proof()))
+            await self._send(conn.send(conn.proof()))  # the caller proves first; the slave proves in Accept
             accept = await self._event(reader, conn, deadline)
             if isinstance(accept, ev.Refuse):
                 raise self._refused(accept)
             if not isinstance(accept, ev.Accept):
                 raise Lost("the slave closed the call during the handshake")
+            await self._judge(conn, welcome)  # the Welcome is proved now: its position can be trusted
         except RemoteProtocolError as exc:
             reply = conn.error_reply  # tell the slave why, so both sides log it
             if reply is not None:
@@ -271,6 +260,21 @@ class MasterServer:
             with contextlib.suppress(BaseException):
                 await reading
         return True
+
+    async def _judge(self, conn: Connection, welcome: ev.Welcome) -> None:
+        """Refuse, as the first message after Accept, a slave this master cannot continue."""
+        diverged = admission.divergence(self.system, self.cfg, welcome)
+        if diverged is not None:  # the slave needs a resync, not this master: nothing is marked here
+            with contextlib.suppress(Exception):
+                await self._send(conn.refuse(*diverged))
+            self.rt.incidents.raise_("refused", f"refused the slave: {diverged[1]}")
+            raise Fatal(diverged[1])
+        gap = self._gap(welcome.last_applied)
+        if gap:
+            with contextlib.suppress(Exception):
+                await self._send(conn.refuse(ev.RESYNC_REQUIRED, gap))
+            self._mark_resync(gap)
+            raise Fatal(gap)
 
     def _refused(self, refusal: ev.Refuse) -> Exception:
         text = f"the slave refused the call ({refusal.reason}): {refusal.message}"
@@ -363,7 +367,7 @@ class MasterServer:
 
     async def _flow(self, conn: Connection) -> None:
         cfg = self.cfg
-        last_beat = time.monotonic()
+        last_beat = 0.0  # a heartbeat at once: the slave learns it was accepted even when the queue is empty
         waiting_since: float | None = None
         while not self.stopping.is_set():
             if self.error is not None:

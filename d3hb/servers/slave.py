@@ -173,6 +173,7 @@ class _Session:
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.ready = False
+        self.following = False  # the master's history recorded in the applied row
         history_id, epoch = followed(server.system, self.cfg.name)
         self.conn = Connection(SLAVE, self.cfg.name, self.cfg.code.encode(), history_id=history_id,
                                epoch=epoch, last_applied=server.handler.last_stored())
@@ -283,18 +284,20 @@ class _Session:
                 srv.rt.incidents.raise_("refused", f"refused a call from {self.peer}: {refusal[1]}")
                 return False
             await self._send(conn.welcome())
-        elif isinstance(event, ev.Proof):
-            await self._send(ev.Accept())
+        elif isinstance(event, ev.Proof):  # the master proved the code: now the slave proves it too
+            await self._send(conn.accept())
             await self._accepted()
-        elif isinstance(event, ev.Batch):
+        elif isinstance(event, ev.Refuse):
+            srv.rt.incidents.raise_("refused", f"the master at {self.peer} refused the call ({event.reason}): {event.message}")
+            return False
+        elif not self.following:
+            self._follow()  # anything but a Refuse after Accept: the master has accepted this slave's position
+        if isinstance(event, ev.Batch):
             await self._batch(event)
         elif isinstance(event, ev.Heartbeat):
             await self._send(ev.Heartbeat(time.time(), srv.handler.last_applied()))  # heartbeats go both ways
         elif isinstance(event, ev.StatsRequest):
             await self._send(ev.StatsReply(srv.statistics()))
-        elif isinstance(event, ev.Refuse):
-            srv.rt.incidents.raise_("refused", f"the master at {self.peer} refused the call ({event.reason}): {event.message}")
-            return False
         elif isinstance(event, ev.Bye):
             reason = event.reason
             self.rt.log(f"The master at {self.peer} ended the connection: {reason or 'no reason given'}")
@@ -314,12 +317,21 @@ class _Session:
                                          f"this slave has seen; the old master may rejoin only as a slave")
         return None
 
-    async def _accepted(self) -> None:
-        srv = self.srv
+    def _follow(self) -> None:
+        """Record the master's history and epoch as the ones this slave follows.
+
+        Not at Accept: the master may still refuse this slave's position then,
+        and a refused slave must keep the history it had (its next Welcome
+        says it again).
+        """
         hello = self.conn.peer_hello
         assert hello is not None
+        store_apply.record_applied(self.srv.system, self.cfg.name, self.srv.handler.last_stored(), hello.history_id, hello.epoch)
+        self.following = True
+
+    async def _accepted(self) -> None:
+        srv = self.srv
         last = srv.handler.last_stored()
-        store_apply.record_applied(srv.system, self.cfg.name, last, hello.history_id, hello.epoch)
         old, srv.current = srv.current, self
         if old is not None:
             self.rt.log(f"A new call from {self.peer} replaces the connection from {old.peer}")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from d3hb.errors import LocalProtocolError, RemoteProtocolError, UsageError
 from d3hb.protocol import auth
 from d3hb.protocol.events import (
-    BAD_CODE, BUSY, HISTORY_MISMATCH, PROTOCOL, RESYNC_REQUIRED, TYPES, UNKNOWN_SERVER, VERSION,
+    BAD_CODE, BUSY, HISTORY_MISMATCH, PROTOCOL, PROTOCOL_VERSION, RESYNC_REQUIRED, TYPES, UNKNOWN_SERVER, VERSION,
     Accept, Ack, Batch, Bye, Heartbeat, Hello, Proof, Refuse, StatsReply, StatsRequest, Welcome,
     batch_size, encode_event,
 )  # fmt: skip
@@ -56,6 +56,7 @@ class ConnectionPair:
         self.slave = Connection("slave", slave_server, slave_code, history_id=HISTORY, epoch=EPOCH, last_applied=last_applied, nonce=s_nonce)
         self.from_master = bytearray()  # everything each side sent, for replay tests
         self.from_slave = bytearray()
+        self.slave_chunks: list[bytes] = []  # the slave's bytes, one list entry per to_master call
 
     def to_slave(self, *events) -> list:
         wire = b"".join(self.master.send(e) for e in events)
@@ -66,6 +67,7 @@ class ConnectionPair:
     def to_master(self, *events) -> list:
         wire = b"".join(self.slave.send(e) for e in events)
         self.from_slave += wire
+        self.slave_chunks.append(wire)
         self.master.receive_data(wire)
         return drain(self.master)
 
@@ -76,7 +78,9 @@ class ConnectionPair:
         assert self.to_master(welcome) == [welcome]
         proof = self.master.proof()
         assert self.to_slave(proof) == [proof]
-        assert self.to_master(Accept()) == [Accept()]
+        assert self.slave.authenticated and not self.master.authenticated  # the master has proved; the slave not yet
+        accept = self.slave.accept()
+        assert self.to_master(accept) == [accept]
         assert self.master.state is self.slave.state is State.READY
 
 
@@ -95,7 +99,7 @@ def test_full_handshake_carries_both_sides_fields() -> None:
     pair.handshake(last_tno=57)
     m, s = pair.master, pair.slave
     assert m.authenticated and s.authenticated
-    assert s.peer_hello == Hello(SERVER, 1, HISTORY, EPOCH, 57, M_NONCE)
+    assert s.peer_hello == Hello(SERVER, PROTOCOL_VERSION, HISTORY, EPOCH, 57, M_NONCE)
     assert s.peer_last_tno == 57
     assert m.peer_welcome is not None and (m.peer_welcome.last_applied, m.peer_welcome.nonce) == (41, S_NONCE)
     assert m.last_acked == 41 and m.unacked_batches == 0 and m.can_send_batch
@@ -113,6 +117,7 @@ def test_handshake_states_step_through_the_table() -> None:
     seen.append((pair.master.state, pair.slave.state))
     assert seen == [(State.HELLO, State.HELLO), (State.WELCOME, State.WELCOME), (State.PROOF, State.PROOF)]
     assert pair.master.handshaking and not pair.master.can_send_batch
+    assert not pair.master.authenticated and pair.slave.authenticated
 
 
 def test_nonces_come_from_the_random_source_when_not_given() -> None:
@@ -139,28 +144,48 @@ def test_bad_configuration_is_refused_at_construction() -> None:
 
 
 @pytest.mark.parametrize("wrong", ["slave", "master"])
-def test_wrong_code_on_either_side_is_refused_and_nothing_flows(wrong: str) -> None:
+def test_wrong_code_on_either_side_is_refused_by_the_slave_before_it_proves_anything(wrong: str) -> None:
     other = b"not the same code"
     pair = ConnectionPair(**{f"{wrong}_code": other})
     pair.to_slave(pair.master.hello(0))
     welcome = pair.slave.welcome()
-    with pytest.raises(RemoteProtocolError, match="did not prove the verification code"):
-        pair.to_master(welcome)
+    assert pair.to_master(welcome) == [welcome]  # no proof in it: nothing to test guesses against
+    assert not hasattr(welcome, "proof") and len(pair.from_slave) < 100
+    proof = pair.master.proof()
+    with pytest.raises(RemoteProtocolError, match="master did not prove the verification code"):
+        pair.to_slave(proof)
     m, s = pair.master, pair.slave
-    assert m.state is State.ERROR and not m.authenticated
+    assert s.state is State.ERROR and not s.authenticated
+    assert isinstance(s.error_reply, Refuse) and s.error_reply.reason == BAD_CODE
+    with pytest.raises(LocalProtocolError):
+        s.accept()  # the slave never builds its proof for an unproved master
+    m.receive_data(s.send(s.error_reply))
+    [refusal] = drain(m)
+    assert refusal == Refuse(BAD_CODE, refusal.message) and "same code=" in refusal.message
+    assert m.state is State.CLOSED and m.refused == refusal and not m.authenticated
+    with pytest.raises(LocalProtocolError):
+        s.send(Refuse(BAD_CODE, "twice"))  # the one reply has gone
+
+
+def test_master_checks_the_slaves_proof_in_accept() -> None:
+    """A slave that knows no code cannot fake an Accept: the master refuses it and sends nothing else."""
+    pair = ConnectionPair()
+    pair.to_slave(pair.master.hello(0))
+    pair.to_master(pair.slave.welcome())
+    pair.master.send(pair.master.proof())
+    forged = auth.make_proof(b"guess", auth.SLAVE_LABEL, b"", b"")
+    pair.master.receive_data(raw(Accept(forged)) + raw(Ack(1, 1, 1)))
+    with pytest.raises(RemoteProtocolError, match="slave did not prove the verification code"):
+        drain(pair.master)
+    m = pair.master
+    assert m.state is State.ERROR and not m.authenticated and not m.can_send_batch and m.last_acked == 0
     assert isinstance(m.error_reply, Refuse) and m.error_reply.reason == BAD_CODE
     with pytest.raises(LocalProtocolError):
-        m.send(m.proof())  # no way forward once failed
-    s.receive_data(m.send(m.error_reply))
-    [refusal] = drain(s)
-    assert refusal == Refuse(BAD_CODE, refusal.message) and "same code=" in refusal.message
-    assert s.state is State.CLOSED and s.refused == refusal and not s.authenticated
-    with pytest.raises(LocalProtocolError):
-        m.send(Refuse(BAD_CODE, "twice"))  # the one reply has gone
+        m.send(batch(1, 1))
 
 
 def test_slave_checks_the_masters_proof_itself() -> None:
-    """A master that ignores the slave's proof and guesses its own is still refused."""
+    """A master that guesses its proof is refused, and what it sent after is never surfaced."""
     pair = ConnectionPair()
     pair.to_slave(pair.master.hello(0))
     welcome = pair.slave.welcome()
@@ -174,20 +199,30 @@ def test_slave_checks_the_masters_proof_itself() -> None:
         pair.slave.next_event()  # stays dead: the batch behind it is never surfaced
 
 
-def test_a_slave_proof_reflected_as_the_masters_is_refused() -> None:
+def test_a_masters_proof_reflected_as_the_slaves_is_refused() -> None:
     pair = ConnectionPair()
     pair.to_slave(pair.master.hello(0))
-    welcome = pair.slave.welcome()
-    pair.slave.send(welcome)
-    pair.slave.receive_data(raw(Proof(welcome.proof)))
+    pair.to_master(pair.slave.welcome())
+    proof = pair.master.proof()
+    pair.master.send(proof)
+    pair.master.receive_data(raw(Accept(proof.proof)))  # a rogue slave hands the master's proof back
     with pytest.raises(RemoteProtocolError, match="verification code"):
-        drain(pair.slave)
+        drain(pair.master)
+
+
+def test_a_welcome_echoing_the_masters_nonce_is_refused() -> None:
+    pair = ConnectionPair()
+    pair.master.send(pair.master.hello(0))
+    pair.master.receive_data(raw(Welcome(PROTOCOL_VERSION, HISTORY, EPOCH, 0, M_NONCE)))
+    with pytest.raises(RemoteProtocolError, match="own nonce"):
+        drain(pair.master)
 
 
 def test_replayed_handshake_from_an_earlier_session_is_refused() -> None:
     old = ready()
     old.to_slave(batch(1, 3))
-    recorded_master, recorded_slave = bytes(old.from_master), bytes(old.from_slave)
+    recorded_master = bytes(old.from_master)
+    recorded_welcome, recorded_accept = old.slave_chunks[0], old.slave_chunks[1]
 
     # The master's bytes played to a new slave: its fresh nonce makes the old proof worthless.
     slave = Connection("slave", SERVER, CODE, history_id=HISTORY, epoch=EPOCH, nonce=bytes([9]) * 32)
@@ -198,10 +233,13 @@ def test_replayed_handshake_from_an_earlier_session_is_refused() -> None:
         slave.next_event()
     assert not slave.authenticated and slave.batches_received == 0
 
-    # The slave's bytes played to a new master.
+    # The slave's bytes played to a new master: the old Accept does not cover the new master nonce.
     master = Connection("master", SERVER, CODE, history_id=HISTORY, epoch=EPOCH, nonce=bytes([8]) * 32)
     master.send(master.hello(100))
-    master.receive_data(recorded_slave)
+    master.receive_data(recorded_welcome)
+    assert isinstance(master.next_event(), Welcome)
+    master.send(master.proof())
+    master.receive_data(recorded_accept)
     with pytest.raises(RemoteProtocolError, match="verification code"):
         master.next_event()
     assert not master.authenticated
@@ -212,10 +250,13 @@ def test_a_field_changed_in_transit_breaks_the_proof() -> None:
     pair.to_slave(pair.master.hello(0))
     w = pair.slave.welcome()
     pair.slave.send(w)
-    tampered = Welcome(w.version, w.history_id, w.epoch, 99, w.nonce, w.proof)  # claims to hold more
+    tampered = Welcome(w.version, w.history_id, w.epoch, 99, w.nonce)  # claims to hold more
     pair.master.receive_data(raw(tampered))
+    assert drain(pair.master) == [tampered]  # not trusted yet: the master proves over what it saw
+    pair.slave.receive_data(pair.master.send(pair.master.proof()))
     with pytest.raises(RemoteProtocolError, match="verification code"):
-        pair.master.next_event()
+        pair.slave.next_event()
+    assert not pair.master.authenticated and pair.master.last_acked == 0
 
 
 def test_hello_naming_another_server_is_refused() -> None:
@@ -230,11 +271,23 @@ def test_hello_naming_another_server_is_refused() -> None:
 
 
 def test_another_protocol_version_is_refused_with_reason_version() -> None:
+    assert PROTOCOL_VERSION == 2
     slave = Connection("slave", SERVER, CODE, history_id=HISTORY, epoch=EPOCH)
-    slave.receive_data(raw(Hello(SERVER, 2, HISTORY, EPOCH, 0, M_NONCE)))
-    with pytest.raises(RemoteProtocolError, match="protocol 2"):
+    slave.receive_data(raw(Hello(SERVER, 1, HISTORY, EPOCH, 0, M_NONCE)))  # a release where the slave proved first
+    with pytest.raises(RemoteProtocolError, match="the peer speaks replication protocol 1, this server 2"):
         slave.next_event()
     assert slave.error_reply is not None and slave.error_reply.reason == VERSION
+    assert "\n" not in slave.error_reply.message and "protocol 1, this server 2" in slave.error_reply.message
+
+
+def test_a_version_1_welcome_is_refused_before_its_proof_is_parsed() -> None:
+    master = Connection("master", SERVER, CODE, history_id=HISTORY, epoch=EPOCH, nonce=M_NONCE)
+    master.send(master.hello(0))
+    v1 = encode_frame(TYPES[Welcome], encode_event(Welcome(1, HISTORY, EPOCH, 0, S_NONCE)) + b"\x00" * 32)
+    master.receive_data(v1)
+    with pytest.raises(RemoteProtocolError, match="protocol 1, this server 2"):
+        master.next_event()
+    assert master.error_reply is not None and master.error_reply.reason == VERSION
 
 
 def test_a_tape_socket_server_on_the_wrong_port_is_named() -> None:
@@ -246,12 +299,14 @@ def test_a_tape_socket_server_on_the_wrong_port_is_named() -> None:
 
 @pytest.mark.parametrize(
     ("who", "when", "reason"),
-    [("slave", "start", BUSY), ("slave", "hello", HISTORY_MISMATCH), ("master", "welcome", RESYNC_REQUIRED), ("slave", "proof", HISTORY_MISMATCH)],
+    [("slave", "start", BUSY), ("slave", "hello", HISTORY_MISMATCH), ("master", "welcome", RESYNC_REQUIRED),
+     ("slave", "proof", HISTORY_MISMATCH), ("master", "accept", RESYNC_REQUIRED)],
 )
 def test_policy_refusals_from_the_server_above(who: str, when: str, reason: str) -> None:
     pair = ConnectionPair()
-    steps = [lambda: pair.to_slave(pair.master.hello(0)), lambda: pair.to_master(pair.slave.welcome()), lambda: pair.to_slave(pair.master.proof())]
-    for step in steps[: ["start", "hello", "welcome", "proof"].index(when)]:
+    steps = [lambda: pair.to_slave(pair.master.hello(0)), lambda: pair.to_master(pair.slave.welcome()),
+             lambda: pair.to_slave(pair.master.proof()), lambda: pair.to_master(pair.slave.accept())]
+    for step in steps[: ["start", "hello", "welcome", "proof", "accept"].index(when)]:
         step()
     me, peer = (pair.slave, pair.master) if who == "slave" else (pair.master, pair.slave)
     peer.receive_data(me.refuse(reason, f"server {SERVER}: refused for {reason}"))
@@ -260,6 +315,23 @@ def test_policy_refusals_from_the_server_above(who: str, when: str, reason: str)
     assert me.state is peer.state is State.CLOSED
     peer.receive_data(b"")
     assert peer.next_event() is CLOSED
+
+
+def test_the_master_refuses_after_accept_only_as_its_first_message() -> None:
+    """The master judges the proved Welcome after Accept; once it has said anything else, it has accepted."""
+    pair = ready()
+    with pytest.raises(LocalProtocolError, match="slave refuses only during the handshake"):
+        pair.slave.refuse(RESYNC_REQUIRED, "no")
+    pair.to_slave(Heartbeat(1.0, 5))
+    with pytest.raises(LocalProtocolError, match="before it sends anything"):
+        pair.master.refuse(RESYNC_REQUIRED, "too late")
+    pair.slave.receive_data(raw(Refuse(RESYNC_REQUIRED, "too late")))
+    with pytest.raises(RemoteProtocolError, match="after it had accepted the slave"):
+        drain(pair.slave)
+    other = ready()
+    other.master.receive_data(raw(Refuse(BUSY, "a slave changing its mind")))
+    with pytest.raises(RemoteProtocolError, match="slave sent Refuse after the handshake"):
+        drain(other.master)
 
 
 def test_unknown_refusal_reasons_are_not_sent_but_are_received() -> None:
@@ -550,8 +622,8 @@ def test_an_unauthenticated_peer_is_held_to_the_handshake_limit() -> None:
     ("frame", "message"),
     [
         (encode_frame(77, b""), "unknown replication message type 77"),
-        (encode_frame(TYPES[Hello], b"D3HR\x00\x01short"), "malformed Hello"),
-        (encode_frame(TYPES[Hello], raw(Hello(SERVER, 1, HISTORY, 0, 0, M_NONCE))[HEADER.size :] + b"x"), "malformed Hello"),
+        (encode_frame(TYPES[Hello], b"D3HR\x00\x02short"), "malformed Hello"),
+        (encode_frame(TYPES[Hello], raw(Hello(SERVER, PROTOCOL_VERSION, HISTORY, 0, 0, M_NONCE))[HEADER.size :] + b"x"), "malformed Hello"),
         (encode_frame(TYPES[Welcome], b""), "the master sent Welcome, which only a slave sends"),
         (encode_frame(TYPES[Proof], b"\x00" * 32), "Proof before the handshake completed"),
         (raw(batch(1, 1)), "Batch before the handshake completed"),
@@ -622,11 +694,15 @@ def test_sending_what_the_state_forbids_is_a_local_error() -> None:
     with pytest.raises(LocalProtocolError, match="cannot send Batch while the connection is start"):
         m.send(batch(1, 1))
     with pytest.raises(LocalProtocolError, match="does not send Welcome"):
-        m.send(Welcome(1, HISTORY, EPOCH, 0, M_NONCE, b"\x00" * 32))
+        m.send(Welcome(PROTOCOL_VERSION, HISTORY, EPOCH, 0, M_NONCE))
     with pytest.raises(LocalProtocolError, match="not this connection's"):
-        m.send(Hello("pick9", 1, HISTORY, EPOCH, 0, M_NONCE))
+        m.send(Hello("pick9", PROTOCOL_VERSION, HISTORY, EPOCH, 0, M_NONCE))
     with pytest.raises(LocalProtocolError):
         s.welcome()  # no Hello yet
+    with pytest.raises(LocalProtocolError):
+        s.accept()  # no proved Proof yet
+    with pytest.raises(LocalProtocolError, match="does not send Accept"):
+        m.send(Accept(b"\x00" * 32))
     with pytest.raises(LocalProtocolError):
         s.send(Bye())  # Bye is for after the handshake; Refuse before it
 
@@ -665,7 +741,7 @@ def replay(role: str, wire: bytes, cuts: list[int]) -> list:
             elif isinstance(ev, Welcome):
                 conn.send(conn.proof())
             elif isinstance(ev, Proof):
-                conn.send(Accept())
+                conn.send(conn.accept())
             elif isinstance(ev, Accept):  # what the master sent in the session, so the Acks fit
                 for out in (batch(1, 4), StatsRequest(), batch(5, 9)):
                     conn.send(out)

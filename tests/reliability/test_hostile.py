@@ -16,7 +16,9 @@ import pytest
 
 from d3hb.ops import supervisor as sv
 from d3hb.protocol import auth
-from d3hb.protocol.events import TYPES, Batch, Hello, Proof, Welcome, decode_event, encode_event, hello_payload, welcome_body
+from d3hb.protocol.events import (
+    PROTOCOL_VERSION, TYPES, Batch, Hello, Proof, Refuse, Welcome, decode_event, encode_event, hello_payload, welcome_body,
+)
 from d3hb.protocol.frames import FRAME_VERSION, HEADER, MAGIC, FrameDecoder, encode_frame
 from d3hb.servers import status as st
 from d3hb.store import System, digests
@@ -65,7 +67,7 @@ def _event(frame):
 
 
 def _hello(m: System, name: str = "hb") -> Hello:
-    return Hello(name, 1, m.history_id, m.epoch, m.queue.last_tno(), os.urandom(32))
+    return Hello(name, PROTOCOL_VERSION, m.history_id, m.epoch, m.queue.last_tno(), os.urandom(32))
 
 
 def _forged_batch() -> bytes:
@@ -123,6 +125,28 @@ def test_wrong_verification_code(held):
     _, answers = _handshake(port, m, b"not the code", extra=_forged_batch())
     assert [type(a).__name__ for a in answers][-1] == "Refuse"
     _incident(s, "verification code")
+    _untouched(s, *before)
+    _still_replicates(m, s, log)
+
+
+def test_a_caller_without_the_code_gets_no_proof_from_the_slave(held):
+    """The master proves first: a stranger sees the slave's Welcome (a nonce, no proof), and after its
+    guessed Proof only a refusal and the end of the connection - nothing to test code guesses against."""
+    m, s, port, log = held
+    before = _state(s)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        hello = _hello(m)
+        c.sendall(encode_frame(TYPES[Hello], hello_payload(hello)))
+        [first] = _frames(c)
+        welcome = _event(first)
+        assert isinstance(welcome, Welcome) and first.payload == welcome_body(welcome)  # no proof appended
+        c.sendall(encode_frame(TYPES[Proof], os.urandom(32)) + _forged_batch())
+        rest = _frames(c, want=10)  # everything until the slave closes the connection
+        c.settimeout(5)
+        assert c.recv(1) == b""  # closed by the slave
+    answers = [_event(f) for f in rest]
+    assert [type(a) for a in answers] == [Refuse] and answers[0].reason == "bad-code", answers
+    _incident(s, "master did not prove the verification code")
     _untouched(s, *before)
     _still_replicates(m, s, log)
 

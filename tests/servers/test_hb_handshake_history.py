@@ -109,7 +109,7 @@ def test_the_master_judges_the_followed_history_and_epoch(home):
     cfg = sv.config(m, Definitions(m).get("hb"))
 
     def welcome(hid: str, epoch: int, tno: int) -> ev.Welcome:
-        return ev.Welcome(ev.PROTOCOL_VERSION, hid, epoch, tno, b"n" * ev.NONCE_SIZE, b"p" * ev.PROOF_SIZE)
+        return ev.Welcome(ev.PROTOCOL_VERSION, hid, epoch, tno, b"n" * ev.NONCE_SIZE)
 
     assert admission.divergence(m, cfg, welcome(m.history_id, m.epoch, last)) is None
     assert admission.divergence(m, cfg, welcome("", 0, 0)) is None  # a fresh slave holds nothing to judge
