@@ -187,6 +187,22 @@ def test_oversized_frame_is_refused_before_it_is_buffered(held):
     _still_replicates(m, s, log)
 
 
+def test_a_master_of_the_previous_protocol_version_is_refused_naming_both(held):
+    """A release where the slave proved first (version 1) calls: one line names both versions."""
+    m, s, port, log = held
+    before = _state(s)
+    old = Hello("hb", PROTOCOL_VERSION - 1, m.history_id, m.epoch, m.queue.last_tno(), os.urandom(32))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        c.sendall(encode_frame(TYPES[Hello], hello_payload(old)))
+        answers = [_event(f) for f in _frames(c)]
+    assert [type(a) for a in answers] == [Refuse] and answers[0].reason == "version", answers
+    text = f"the peer speaks replication protocol {PROTOCOL_VERSION - 1}, this server {PROTOCOL_VERSION}"
+    assert text in answers[0].message and "\n" not in answers[0].message
+    _incident(s, text)
+    _untouched(s, *before)
+    _still_replicates(m, s, log)
+
+
 def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
