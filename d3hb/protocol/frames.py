@@ -19,10 +19,10 @@ after that the decoder is dead (the peer cannot be resynchronised safely).
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 
 from d3hb.errors import RemoteProtocolError
+from d3hb.protocol.crc import crc32
 
 MAGIC = b"\xd3\x4b"
 FRAME_VERSION = 1
@@ -37,7 +37,7 @@ class Frame:
 
 
 def _crc(ftype: int, payload: bytes) -> int:
-    return zlib.crc32(payload, zlib.crc32(struct.pack(">BI", ftype, len(payload))))
+    return crc32(payload, crc32(struct.pack(">BI", ftype, len(payload))))
 
 
 def frame_header(ftype: int, payload: bytes, limit: int = DEFAULT_LIMIT) -> bytes:

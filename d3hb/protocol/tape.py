@@ -27,10 +27,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import struct
-import zlib
 from dataclasses import dataclass
 
 from d3hb.errors import LocalProtocolError, RemoteProtocolError, TapeError, UsageError
+from d3hb.protocol.crc import crc32
 from d3hb.store import txn as txn_codec
 from d3hb.store.records import Account, File, Item
 from d3hb.store.txn import Transaction
@@ -179,7 +179,7 @@ def encode_record(rec: Record) -> bytes:
 
 def _block(btype: bytes, number: int, payload: bytes) -> bytes:
     head = struct.pack(">cII", btype, number, len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(head))
+    crc = crc32(payload, crc32(head))
     return _BLOCK.pack(_BLOCK_MAGIC, btype, number, len(payload), crc) + payload
 
 
@@ -452,7 +452,7 @@ class TapeReader:
         # copied once, into their own fields, and the view is gone before the
         # buffer moves on.
         with memoryview(self._buf) as whole, whole[_BLOCK.size : end] as payload:
-            if zlib.crc32(payload, zlib.crc32(struct.pack(">cII", btype, number, length))) != crc:
+            if crc32(payload, crc32(struct.pack(">cII", btype, number, length))) != crc:
                 raise TapeError(f"tape block {n} checksum mismatch", CORRUPT)
             if number != n:
                 raise TapeError(f"tape block {number} found where block {n} was expected", "blocks are missing or out of order — use another copy")

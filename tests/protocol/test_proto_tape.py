@@ -384,3 +384,14 @@ def test_fuzz_mutated_tapes(data: st.DataObject) -> None:
         assert bytes(bad) == tape and got == recs  # the only undetected "mutation" is none at all
     else:
         assert got == recs[: len(got)]
+
+
+def test_the_crc_in_use_is_zlibs_crc32_whatever_computes_it() -> None:
+    """d3hb.protocol.crc may be ISA-L's (faster) or zlib's: tapes and frames must not differ."""
+    import zlib
+
+    from d3hb.protocol.crc import crc32
+
+    data = random.Random(5).randbytes(200_003)
+    for piece in (data, bytearray(data), memoryview(data)[7:150_001], b""):
+        assert crc32(piece) == zlib.crc32(piece) and crc32(piece, 0xDEADBEEF) == zlib.crc32(piece, 0xDEADBEEF)
