@@ -328,6 +328,8 @@ class _Session:
         assert hello is not None
         store_apply.record_applied(self.srv.system, self.cfg.name, self.srv.handler.last_stored(), hello.history_id, hello.epoch)
         self.following = True
+        # Only now is the call a success: a refusal right after Accept keeps its incident open.
+        self.rt.incidents.clear("refused", f"call from {self.peer} accepted")
 
     async def _accepted(self) -> None:
         srv = self.srv
@@ -340,7 +342,6 @@ class _Session:
         srv.stats["connections"] += 1
         self.rt.log(f"Connected to the master at {self.peer}; resuming after {last}")
         self.rt.incidents.clear("connection", f"connection restored (master at {self.peer})")
-        self.rt.incidents.clear("refused", f"call from {self.peer} accepted")
         self.rt.set_state(st.CONNECTED, peer=self.peer, connected_since=time.time(), connections=srv.stats["connections"])
         self.rt.set_state(st.READING_NETWORK)
 
