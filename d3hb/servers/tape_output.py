@@ -26,6 +26,7 @@ from d3hb.protocol import tapesock as ts
 from d3hb.servers.tsbase import CHUNK, Config, PipeReader, Runtime, drain, install_signals, make_pipe, run_process
 
 HANDSHAKE_TIMEOUT = 30.0
+LINGER = 3.0  # seconds a stopped output server waits for the input server to read its last words
 
 
 class Lost(Exception):
@@ -266,6 +267,11 @@ async def _one_tape(cfg: Config, rt: Runtime, conn: _Conn, pipe: PipeReader, fla
         with contextlib.suppress(Exception):
             await asyncio.wait_for(conn.settle(), 5)  # not sent whole in time: no Error, the loss is reported anyway
             await asyncio.wait_for(conn.send(ts.Error(f"output server {cfg.name} stopped in the middle of tape {number}")), 5)
+            # Hang up only once the input server has read all that and hung up
+            # itself: closing with its credits unread would reset the
+            # connection and could throw away the Error before it is read.
+            conn.sock.shutdown(socket.SHUT_WR)
+            await asyncio.wait_for(conn.closed.wait(), LINGER)
         raise Lost(f"stopped in the middle of tape {number}") from None
     finally:
         conn.in_tape = False  # type: ignore[attr-defined]

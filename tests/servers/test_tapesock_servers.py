@@ -192,7 +192,7 @@ def test_the_output_server_dying_mid_tape_fails_the_restore_cleanly(hosts: Hosts
     vm = hosts.B.open("vmrest")
     said = "lost" if how == "kill -9" else "reports in the middle of tape 1: output server default stopped in the middle of tape 1"
     try:
-        wait_for(lambda: any(said in m.text for m in messages(vm, "default")), what=f"the input server to log {said!r}")
+        wait_for(lambda: any(said in m.text for m in messages(vm, "default")), 60, what=f"the input server to log {said!r}")
     except AssertionError:
         raise AssertionError([m.text for m in messages(vm, "default")] + [m.text for m in messages(hosts.A.open("pick0"), "default")]) from None
     assert tsservers.pid_of(vm.path, "default") is not None  # it waits for the next call
