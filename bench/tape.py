@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from d3hb.ops import tsservers
+from d3hb.protocol.crc import crc32
 from d3hb.ops.tapesocket import Definitions
 from d3hb.store import Home
 
@@ -270,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     print("bare: the same through plain FIFO -> TCP -> FIFO relays with 1 MiB pipe buffers and reads, as the")
     print("servers use (the limit); bare64: the naive relays, 64 KiB reads and Linux's default pipes.")
     print("srv/bare is the servers' ratio (goal >= 0.7); net/bare the end-to-end one (bounded by save and restore).")
+    print(f"CRC-32 of frames and tape blocks computed by {crc32.__module__} (isal installed: ISA-L; otherwise zlib).")
     print("BENCH-JSON " + json.dumps({"bench": "tape", "rows": rows_for(results)}))
     return 0
 
