@@ -81,7 +81,11 @@ def rejoin(old: System, new_master: System, name: str, *, host: str | None = Non
     d = Definitions(old).get(name)
     _check_newer(new_master, old, name)  # first: the wrong way round, "already a slave" would mislead
     if not d.is_master:
-        raise Refused(f"server '{name}' on {old.name!r} is already a slave", f"start it: 'd3hb hot-backup start {name}'")
+        # Made a slave by hand: the master's handshake judges it on every call and, if it diverged,
+        # refuses it naming the txn-dump range and the resync to run, so point there.
+        raise Refused(f"server '{name}' on {old.name!r} is already a slave",
+                      f"start it: 'd3hb hot-backup start {name}'; if its master refuses it with 'resync required', "
+                      f"run what that message says")
     if supervisor.is_running(old, name):
         supervisor.stop(old, name, out=out)
     new_host = failover.peer_host(d, host)
