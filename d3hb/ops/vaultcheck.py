@@ -23,13 +23,13 @@ from __future__ import annotations
 import hashlib
 import struct
 import time
-import zlib
 from dataclasses import dataclass
 
 from d3hb.errors import NotFound, Refused
 from d3hb.ops.vault import Definitions, session
 from d3hb.ops.vaultio import abandoned_sets, forget_set, writer_alive
 from d3hb.protocol import tape
+from d3hb.protocol.crc import crc32
 from d3hb.store.system import System
 from d3hb.store.vaultstore import ACTIVE, DELETED, PENDING, UNAVAILABLE, USABLE, Volume, VolumeHistory
 
@@ -131,7 +131,7 @@ def _check_blocks(data: bytes, first_block: int | None, with_prologue: bool) -> 
             damage.append(f"block {number} at offset {pos} is cut short ({len(data) - pos - _BLOCK.size} of {length} bytes)")
             break
         payload = data[pos + _BLOCK.size : end]
-        if zlib.crc32(payload, zlib.crc32(struct.pack(">cII", btype, number, length))) != crc:
+        if crc32(payload, crc32(struct.pack(">cII", btype, number, length))) != crc:
             damage.append(f"block {number} (offset {pos}) fails its checksum")
         if expect is None:
             expect = number  # an imported volume: its first number is not recorded
