@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from d3hb.testing import netns
+from d3hb.testing import netns, procs
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -27,3 +28,12 @@ def two_hosts(request: pytest.FixtureRequest) -> Iterator[netns.TwoHosts]:
     tag = f"{request.node.name[:6]}{os.getpid() % 1000}"
     with netns.two_hosts(tag) as hosts:
         yield hosts
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A d3hb home of its own (D3HB_HOME), no system preset; every server left in it is killed at the end."""
+    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
+    monkeypatch.delenv("D3HB_SYSTEM", raising=False)
+    yield tmp_path
+    procs.kill_all(tmp_path)

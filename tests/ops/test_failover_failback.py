@@ -26,12 +26,6 @@ from d3hb.store import apply as store_apply
 from d3hb.testing import oracle, procs
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
-    yield tmp_path
-    procs.kill_all(tmp_path)
-
 
 def _crash_master(m: System, s: System, w: Writer, log: oracle.WriteLog) -> int:
     """kill -9 the master server while users write; returns what the slave holds."""

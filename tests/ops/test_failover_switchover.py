@@ -16,12 +16,6 @@ from d3hb.store import apply as store_apply
 from d3hb.testing import oracle, procs
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
-    yield tmp_path
-    procs.kill_all(tmp_path)
-
 
 def test_planned_switchover_under_steady_load(home):
     m, s, _ = pair(home)

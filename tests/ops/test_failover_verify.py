@@ -6,7 +6,6 @@ scenarios where both systems must agree.
 
 from __future__ import annotations
 
-import pytest
 from failover_kit import Writer, drained, pair, start_pair
 
 from d3hb.cli import main
@@ -14,13 +13,6 @@ from d3hb.ops import failover, verify
 from d3hb.store import digests, messages
 from d3hb.testing import oracle, procs
 
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
-    monkeypatch.delenv("D3HB_SYSTEM", raising=False)
-    yield tmp_path
-    procs.kill_all(tmp_path)
 
 
 def run(capsys, *words: str) -> tuple[int, str, str]:

@@ -16,13 +16,6 @@ from d3hb.store import Home
 from d3hb.testing import procs
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
-    monkeypatch.delenv("D3HB_SYSTEM", raising=False)
-    yield tmp_path
-    procs.kill_all(tmp_path)
-
 
 def run(capsys, *words: str) -> tuple[int, str, str]:
     status = main(list(words))

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from d3hb.testing import procs
 
 DEFAULT_ROUNDS = 6  # keep in step with the help text in tests/conftest.py
 
@@ -40,9 +37,3 @@ def fault_seed(request: pytest.FixtureRequest) -> int:
     print(f"\nfault seed {seed} (replay: pytest tests/reliability -m faults --fault-seed {seed})")
     return seed
 
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
-    yield tmp_path
-    procs.kill_all(tmp_path)

@@ -13,7 +13,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 
 from d3hb.errors import D3hbError
 from d3hb.ops import failover
@@ -29,12 +28,6 @@ from d3hb.testing import oracle, procs
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ops"))
 from failover_kit import drained, pair, start_pair  # noqa: E402
 
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
-    yield tmp_path
-    procs.kill_all(tmp_path)
 
 
 def _swap_by_hand(old: System, new: System, name: str = "hb") -> None:

@@ -23,12 +23,6 @@ from d3hb.testing import oracle, procs
 N = 10_000
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
-    yield tmp_path
-    procs.kill_all(tmp_path)
-
 
 def write_many(m: System, log: oracle.WriteLog, n: int, *, start: int = 0, per_txn: int = 100) -> None:
     """n updates over two files, one SQLite transaction per ``per_txn``; every 7th a delete."""

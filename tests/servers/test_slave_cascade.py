@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 
 from d3hb.ops import supervisor as sv
 from d3hb.ops.serverdefs import Definitions
@@ -15,12 +14,6 @@ from d3hb.testing import oracle, procs
 
 CODE = procs.CODE
 
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
-    yield tmp_path
-    procs.kill_all(tmp_path)
 
 
 def write_many(m: System, log: oracle.WriteLog, n: int, *, start: int = 0, per_txn: int = 50, pause: float = 0.0) -> None:

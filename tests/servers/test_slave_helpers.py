@@ -9,7 +9,6 @@ import signal
 import threading
 import time
 
-import pytest
 
 from d3hb.ops import supervisor as sv
 from d3hb.servers import status as st
@@ -20,12 +19,6 @@ from d3hb.store import jobs as store_jobs
 from d3hb.store.hashing import group
 from d3hb.testing import oracle, procs
 
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
-    yield tmp_path
-    procs.kill_all(tmp_path)
 
 
 def bulk_fill(system: System, ref: str, n: int) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 
 from d3hb.cli import main
 from d3hb.ops import supervisor as sv
@@ -14,13 +13,6 @@ from d3hb.store import apply as store_apply
 from d3hb.store import hold as store_hold
 from d3hb.testing import oracle, procs
 
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
-    monkeypatch.delenv("D3HB_SYSTEM", raising=False)
-    yield tmp_path
-    procs.kill_all(tmp_path)
 
 
 def write_many(m: System, log: oracle.WriteLog, n: int, *, start: int = 0, per_txn: int = 100, pause: float = 0.0) -> None:

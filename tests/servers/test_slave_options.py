@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 
 from d3hb.cli import main
 from d3hb.ops import supervisor as sv
@@ -43,13 +42,6 @@ expect output "{applied}"
 expect output "Log slave update {log_slave_up}. Auto-create {auto_create_up}"
 """
 
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
-    monkeypatch.delenv("D3HB_SYSTEM", raising=False)
-    yield tmp_path
-    procs.kill_all(tmp_path)
 
 
 def cli(capsys, *words: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from d3hb.cli import main
 from d3hb.ops import supervisor as sv
@@ -10,13 +9,6 @@ from d3hb.servers import status as st
 from d3hb.store import park as store_park
 from d3hb.testing import oracle, procs
 
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("D3HB_HOME", str(tmp_path))
-    monkeypatch.delenv("D3HB_SYSTEM", raising=False)
-    yield tmp_path
-    procs.kill_all(tmp_path)
 
 
 def unreplicated_file(m, name: str, modulo: int = 7):
