@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from d3hb.menu.registry import Context
+from d3hb.errors import UsageError
+from d3hb.menu.registry import Context, Request
+from d3hb.ops.serverdefs import Definitions
 from d3hb.store import Home, System
 
 
@@ -16,6 +18,18 @@ def open_system(ctx: Context, name: str | None = None) -> Iterator[System]:
         yield system
     finally:
         system.close()
+
+
+def server_name(ctx: Context, req: Request, system: System) -> str:
+    """The hot-backup server an action is about: its argument, the menu's selected one, or the only one defined."""
+    if req.args:
+        return req.args[0]
+    if ctx.server:
+        return ctx.server
+    names = Definitions(system).names()
+    if len(names) == 1:
+        return names[0]
+    raise UsageError("which server?", f"give its name ({', '.join(names) or 'none defined yet: use setup'})")
 
 
 def show_bytes(data: bytes) -> str:

@@ -13,22 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from d3hb.errors import UsageError
-from d3hb.menu.actions.common import open_system
+from d3hb.menu.actions.common import open_system, server_name
 from d3hb.menu.registry import Context, FieldSpec, Request, action, load_actions, parse_words
 from d3hb.ops import failover, rejoin, verify
-from d3hb.ops.serverdefs import Definitions
 from d3hb.store import Home, System
 
-
-def _name(ctx: Context, req: Request, system: System) -> str:
-    if req.args:
-        return req.args[0]
-    if ctx.server:
-        return ctx.server
-    names = Definitions(system).names()
-    if len(names) == 1:
-        return names[0]
-    raise UsageError("which server?", f"give its name ({', '.join(names) or 'none defined'})")
 
 
 @contextlib.contextmanager
@@ -45,14 +34,14 @@ def _other(ctx: Context, req: Request, system: System, name: str, field: str = "
 @action("hot-backup.promote", "Promote this slave to master ((f: even if still connected to a master)", "NAME {(f}")
 def promote(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s:
-        failover.promote(s, _name(ctx, req, s), force=req.has("f"), out=ctx.out)
+        failover.promote(s, server_name(ctx, req, s), force=req.has("f"), out=ctx.out)
 
 
 @action("hot-backup.switchover", "Planned switchover: the slave becomes the master, nothing lost", "NAME {host=ADDRESS}",
         (FieldSpec("host", "how the new master reaches this system (default: the pair's loopback address)"),))
 def switchover(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s:
-        name = _name(ctx, req, s)
+        name = server_name(ctx, req, s)
         with _other(ctx, req, s, name, "target") as slave:
             failover.switchover(s, slave, name, host=req.fields.get("host"), out=ctx.out)
 
@@ -67,7 +56,7 @@ def rejoin_(ctx: Context, req: Request) -> None:
     if "peer" not in req.fields:
         raise UsageError("missing peer=SYSTEM", "name the promoted system: peer=backup")
     with open_system(ctx) as s:
-        name = _name(ctx, req, s)
+        name = server_name(ctx, req, s)
         with _other(ctx, req, s, name) as new_master:
             tape = Path(req.fields["tape"]) if req.fields.get("tape") else None
             _, fresh = rejoin.rejoin(s, new_master, name, host=req.fields.get("host"), tape=tape, resync=req.has("r") or _yes(req, "resync"), out=ctx.out)
@@ -85,7 +74,7 @@ def _yes(req: Request, key: str) -> bool:
 
 def _reseed(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s:
-        name = _name(ctx, req, s)
+        name = server_name(ctx, req, s)
         target = req.fields.get("peer") or failover.require_target(s, name)
         slave = Home(ctx.home).open(target)
         _, fresh = rejoin.reseed(s, slave, name, out=ctx.out)
@@ -113,7 +102,7 @@ def failback(ctx: Context, req: Request) -> None:
     if not near.isdigit():
         raise UsageError(f"near={near} is not a number", "give near=N")
     with open_system(ctx) as s:
-        name = _name(ctx, req, s)
+        name = server_name(ctx, req, s)
         main = Home(ctx.home).open(req.fields["main"])
         tapes = Path(req.fields.get("tapes") or s.path / "failback")
         _, fresh = rejoin.tape_failback(s, main, name, tapes, near=int(near), out=ctx.out)
@@ -130,7 +119,7 @@ def verify_(ctx: Context, req: Request) -> int:
     if mode not in ("digest", "report"):
         raise UsageError(f"mode={mode} is not known", "give mode=digest or mode=report")
     with open_system(ctx) as s:
-        name = _name(ctx, req, s)
+        name = server_name(ctx, req, s)
         with _other(ctx, req, s, name) as slave:
             if mode == "digest":
                 result = verify.verify_digests(s, slave, name, out=ctx.out)

@@ -8,12 +8,11 @@ menu has a server selected, or when the system has exactly one server.
 from __future__ import annotations
 
 from d3hb.errors import UsageError
-from d3hb.menu.actions.common import open_system, table
+from d3hb.menu.actions.common import open_system, server_name, table
 from d3hb.menu.registry import Context, FieldSpec, Request, action
 from d3hb.ops import supervisor
 from d3hb.ops.serverdefs import FIELDS, Definitions
 from d3hb.servers import control
-from d3hb.store.system import System
 
 SERVER_FIELDS = (
     FieldSpec("type", "M master (calls out, ships the queue) or S slave (listens, applies)"),
@@ -42,33 +41,23 @@ SERVER_FIELDS = (
 LIVE_OPTIONS = ("log-slave", "apply", "auto-create")  # a running slave takes these at once
 
 
-def _name(ctx: Context, req: Request, system: System) -> str:
-    if req.args:
-        return req.args[0]
-    if ctx.server:
-        return ctx.server
-    names = Definitions(system).names()
-    if len(names) == 1:
-        return names[0]
-    raise UsageError("which server?", f"give its name ({', '.join(names) or 'none defined yet: use setup'})")
-
 
 @action("hot-backup.start", "Start Server", "NAME")
 def start(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s:
-        supervisor.start(s, _name(ctx, req, s), out=ctx.out)
+        supervisor.start(s, server_name(ctx, req, s), out=ctx.out)
 
 
 @action("hot-backup.stop", "Stop Server", "NAME")
 def stop(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s:
-        supervisor.stop(s, _name(ctx, req, s), out=ctx.out)
+        supervisor.stop(s, server_name(ctx, req, s), out=ctx.out)
 
 
 @action("hot-backup.query", "Query Server (the server must be running)", "NAME")
 def query(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s:
-        for line in supervisor.format_query(supervisor.query(s, _name(ctx, req, s))):
+        for line in supervisor.format_query(supervisor.query(s, server_name(ctx, req, s))):
             ctx.out(line)
 
 
@@ -76,14 +65,14 @@ def query(ctx: Context, req: Request) -> None:
 def status(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s:
         limit = int(req.fields.get("lines", "20")) if req.fields.get("lines", "20").isdigit() else 20
-        for line in supervisor.status_lines(s, _name(ctx, req, s), limit):
+        for line in supervisor.status_lines(s, server_name(ctx, req, s), limit):
             ctx.out(line)
 
 
 @action("hot-backup.show", "Show Server: its configuration", "NAME")
 def show(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s:
-        d = Definitions(s).get(_name(ctx, req, s))
+        d = Definitions(s).get(server_name(ctx, req, s))
         if req.fields.get("format") == "fields":  # a menu form's pre-filled values; the code is never shown
             ctx.out(f"name={d.name}")
             for f in FIELDS:
@@ -105,7 +94,7 @@ def show(ctx: Context, req: Request) -> None:
 @action("hot-backup.statistics", "Show statistics (from a master: asked of the slave over the link)", "NAME")
 def statistics(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s:
-        stats = supervisor.statistics(s, _name(ctx, req, s))
+        stats = supervisor.statistics(s, server_name(ctx, req, s))
     for side in ("slave", "master"):
         if side in stats:
             ctx.out(f"{side.capitalize()} statistics:")
@@ -220,7 +209,7 @@ def clear_queue(ctx: Context, req: Request) -> None:
 @action("hot-backup.state", "One line about a server, for the menu header", "NAME")
 def state(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s:
-        name = _name(ctx, req, s)
+        name = server_name(ctx, req, s)
         d = Definitions(s).get(name)
         ctx.out(supervisor.state_line(s, d.name))
 
@@ -228,5 +217,5 @@ def state(ctx: Context, req: Request) -> None:
 @action("hot-backup.sample", "depth=N lag=N lag_s=SECONDS, for the menu charts", "NAME")
 def sample(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s:
-        depth, lag, lag_s = supervisor.sample(s, _name(ctx, req, s))
+        depth, lag, lag_s = supervisor.sample(s, server_name(ctx, req, s))
         ctx.out(f"depth={depth} lag={lag} lag_s={lag_s:.2f}")

@@ -8,8 +8,7 @@ the change in the server definition, so a restart keeps it.
 from __future__ import annotations
 
 from d3hb.errors import Refused, UsageError
-from d3hb.menu.actions.common import open_system
-from d3hb.menu.actions.hotbackup import _name
+from d3hb.menu.actions.common import open_system, server_name
 from d3hb.menu.registry import Context, Request, action
 from d3hb.ops import supervisor
 from d3hb.ops.serverdefs import Definitions, ServerDef
@@ -21,7 +20,7 @@ from d3hb.store.system import System
 
 
 def _slave(ctx: Context, req: Request, s: System) -> ServerDef:
-    d = Definitions(s).get(_name(ctx, req, s))
+    d = Definitions(s).get(server_name(ctx, req, s))
     if d.is_master:
         raise Refused(f"server '{d.name}' is a master", "the slave options belong to the slave server of the pair")
     return d
