@@ -18,7 +18,9 @@ after that the decoder is dead (the peer cannot be resynchronised safely).
 
 from __future__ import annotations
 
+import mmap
 import struct
+import weakref
 from dataclasses import dataclass
 
 from d3hb.errors import RemoteProtocolError
@@ -28,6 +30,7 @@ MAGIC = b"\xd3\x4b"
 FRAME_VERSION = 1
 HEADER = struct.Struct(">2sBBII")
 DEFAULT_LIMIT = 4 * 1024 * 1024
+SPARE_BUFFERS = 4  # released big-payload buffers kept for reuse (lend mode)
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,19 @@ class FrameDecoder:
     """Accumulates bytes and yields whole frames.
 
     ``lend``: payloads of at least this many bytes are assembled in a buffer
-    of their own and handed out as that ``bytearray``; while one is being
+    of their own and handed out as a ``memoryview`` of it; while one is being
     filled, :meth:`get_buffer` lends its empty part, so a receiver reading
     with ``recv_into`` (asyncio's BufferedProtocol) puts the bytes in place
     and no copy is made in this process.  Off by default: only a link whose
     big frames are opaque data (the tape-socket) wants mutable payloads.
+
+    In lend mode :meth:`get_buffer` never lends past the end of the frame in
+    hand, so a big payload is received from its first byte into its own
+    buffer; those buffers are page-aligned (anonymous mmap), because the
+    kernel's copy into a misaligned destination costs about three times the
+    CPU.  A caller done with a big payload may hand it back with
+    :meth:`release` so that later frames reuse its buffer (no allocation, no
+    page faults, no zeroing per frame); one never released is simply freed.
     """
 
     def __init__(self, limit: int = DEFAULT_LIMIT, *, lend: int | None = None) -> None:
@@ -72,9 +83,30 @@ class FrameDecoder:
         self.bytes_in = 0
         # The big frame being filled: its header fields, payload buffer, bytes in it.
         self._big: tuple[int, int] | None = None
-        self._big_buf = bytearray()
+        self._big_buf: bytearray | memoryview = bytearray()
         self._big_fill = 0
         self._scratch = memoryview(bytearray(256 * 1024)) if lend else None
+        self._spare: list[mmap.mmap] = []
+        self._made: weakref.WeakSet[mmap.mmap] = weakref.WeakSet()  # only these may come back
+
+    def _big_buffer(self, length: int) -> memoryview:
+        if self._spare:
+            area = self._spare.pop()
+        else:
+            area = mmap.mmap(-1, max(self.limit, 1))
+            self._made.add(area)
+        return memoryview(area)[:length]
+
+    def release(self, payload: bytes | bytearray | memoryview) -> None:
+        """The caller is done with a big payload handed out in lend mode: reuse its buffer.
+
+        Call it once per payload, after its last use; anything else is ignored.
+        """
+        area = payload.obj if isinstance(payload, memoryview) else None
+        if not isinstance(area, mmap.mmap) or area not in self._made or len(self._spare) >= SPARE_BUFFERS or any(a is area for a in self._spare):
+            return
+        payload.release()  # type: ignore[union-attr]
+        self._spare.append(area)
 
     def get_buffer(self) -> memoryview:
         """Where the next bytes received may be written; then call :meth:`buffer_updated`."""
@@ -82,7 +114,14 @@ class FrameDecoder:
             return memoryview(self._big_buf)[self._big_fill :]
         if self._scratch is None:
             self._scratch = memoryview(bytearray(256 * 1024))
-        return self._scratch
+        if self.lend is None:
+            return self._scratch
+        # Up to the end of the frame in hand and no further (its header first).
+        held = len(self._buf)
+        want = HEADER.size - held
+        if want <= 0:
+            want = HEADER.size + HEADER.unpack_from(self._buf)[3] - held
+        return self._scratch[: max(1, min(want, len(self._scratch)))]
 
     def buffer_updated(self, nbytes: int) -> list[Frame]:
         """``nbytes`` were written at the start of the last :meth:`get_buffer`."""
@@ -145,7 +184,7 @@ class FrameDecoder:
                         if self.lend is not None and length >= self.lend:
                             # The rest of what arrived is the start of a big payload:
                             # it moves to the payload's own buffer, which is lent from now on.
-                            self._big, self._big_buf = (ftype, crc), bytearray(length)
+                            self._big, self._big_buf = (ftype, crc), self._big_buffer(length)
                             self._big_fill = len(src) - start
                             self._big_buf[: self._big_fill] = view[start:]
                             pos = len(src)

@@ -415,9 +415,13 @@ class TapeLink:
         """Where the next bytes from the peer may be put (``recv_into``); then :meth:`buffer_updated`.
 
         While a big Data chunk is arriving this is the rest of its own buffer,
-        so the chunk is handed out (as a ``bytearray``) without a copy.
+        so the chunk is handed out (a ``memoryview``) without a copy; :meth:`release` recycles it.
         """
         return self._decoder.get_buffer()
+
+    def release(self, data: bytes | bytearray | memoryview) -> None:
+        """A received Data chunk has been used (written to the pipe): its buffer serves a later chunk."""
+        self._decoder.release(data)
 
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` from the peer were put at the start of the last :meth:`get_buffer`."""

@@ -180,6 +180,7 @@ class _Session:
             self.rt.set_state("Writing pipe")
             await self.pipe.write(event.data)  # type: ignore[union-attr]
             self.rt.count(len(event.data))
+            self.link.release(event.data)  # in the pipe now: its buffer takes a later chunk
             self.rt.set_state("Reading network")
             self.owed += 1
             if self.owed >= CREDIT_BATCH:

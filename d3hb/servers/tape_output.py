@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from d3hb.errors import RemoteProtocolError, TapeError
 from d3hb.protocol import tapesock as ts
-from d3hb.servers.tsbase import CHUNK, Config, PipeReader, Runtime, drain, install_signals, make_pipe, run_process
+from d3hb.servers.tsbase import CHUNK, Config, PipeReader, Runtime, aligned_frame, drain, install_signals, make_pipe, run_process
 
 HANDSHAKE_TIMEOUT = 30.0
 LINGER = 3.0  # seconds a stopped output server waits for the input server to read its last words
@@ -244,7 +244,7 @@ async def _one_tape(cfg: Config, rt: Runtime, conn: _Conn, pipe: PipeReader, fla
     rt.log(f"tape {number}: a writer opened pipe {cfg.pipe}", trace=True)
     started = time.monotonic()
     conn.in_tape = True  # type: ignore[attr-defined]
-    frame = memoryview(bytearray(ts.FRAME_ROOM + ts.MAX_CHUNK))  # one buffer for every chunk of the tape
+    frame = aligned_frame(ts.FRAME_ROOM, ts.MAX_CHUNK)  # one buffer for every chunk of the tape
     try:
         while True:
             rt.set_state("Reading pipe")
