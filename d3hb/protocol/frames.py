@@ -105,7 +105,10 @@ class FrameDecoder:
         area = payload.obj if isinstance(payload, memoryview) else None
         if not isinstance(area, mmap.mmap) or area not in self._made or len(self._spare) >= SPARE_BUFFERS or any(a is area for a in self._spare):
             return
-        payload.release()  # type: ignore[union-attr]
+        try:
+            payload.release()  # type: ignore[union-attr]
+        except BufferError:
+            return  # still exported somewhere: in use, not to be written over
         self._spare.append(area)
 
     def get_buffer(self) -> memoryview:

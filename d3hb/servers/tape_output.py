@@ -63,6 +63,20 @@ class _Conn:
         await self._sendall(self.link.send_in_place(frame, n))
 
     async def _sendall(self, data: bytes | memoryview) -> None:
+        if self._inflight is None or self._inflight.done():
+            # The socket's buffer usually takes a whole frame at once: sent
+            # here, with no task and no trip through the loop (at hundreds of
+            # MB/s that overhead per chunk shows); only the rest is awaited.
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except (ConnectionError, OSError) as exc:
+                self.link.send_failed()  # raises
+                raise Lost(str(exc)) from None  # pragma: no cover
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
         # A frame goes out whole even if the tape loop is cancelled meanwhile
         # (stop): half a frame followed by the Error would garble the link.
         self._inflight = asyncio.ensure_future(self.loop.sock_sendall(self.sock, data))
