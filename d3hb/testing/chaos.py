@@ -67,6 +67,7 @@ class Rig:
         self.journals: list[Path] = []
         self.proc = None
         self.wid = 0
+        self.acked_before_drain = 0
 
     def start(self) -> None:
         sv.start(self.s, NAME)
@@ -107,6 +108,7 @@ class Rig:
         self.stop_writer()
         self.ensure_running()
         log = self.log()
+        self.acked_before_drain = log.acknowledged  # what the writers saw acknowledged while faults went on
         log.observe_ack(procs.wait_drained(self.m, self.s, NAME, log.last, timeout))
         with System.open(self.s.path) as s:  # a fresh connection: no cached view of the slave
             return log, oracle.verify(self.m, s, NAME, log, drained=True, contiguous=False)
@@ -219,10 +221,8 @@ def run(home: Path, rounds: int, seed: int, *, kinds: tuple[str, ...] = KINDS, s
             inject(rig, fault)
             out.faults[fault.kind] += 1
             rig.writes_grow()
-        rig.stop_writer()
-        acked_before = rig.log().acknowledged
         log, out.report = rig.settle(drain_timeout)
-        out.faults["acked-before-drain"] = acked_before  # what the writers saw acknowledged while faults went on
+        out.faults["acked-before-drain"] = rig.acked_before_drain
         out.faults.update({f"proxy-{k}": v for k, v in rig.proxy.counts.items()})
         out.faults["proxy-connections"] = rig.proxy.connections
         out.faults["writers"] = rig.wid

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from d3hb.errors import Refused
 from d3hb.ops import supervisor as sv
-from d3hb.store import System
+from d3hb.store import Home, System
 from d3hb.testing import oracle, procs
 
 
@@ -123,6 +123,17 @@ def drained(master: System, slave: System, log: oracle.WriteLog, name: str = "hb
     procs.wait_applied(slave, name, log.last, timeout)
     procs.wait_until(lambda: (master.queue.cursor(name) or 0) >= log.last, 30, "the master to see the last acknowledgement")
     return oracle.check(master, slave, name, log, contiguous=contiguous)
+
+
+def lose_system(home: Path, system: System, name: str = "hb") -> Path:
+    """A system whose disk died: its server killed, its database gone, an empty system of that name in its place."""
+    procs.kill(system, name)
+    path = system.path
+    system.close()
+    for db in ("system.db", "system.db-wal", "system.db-shm"):
+        (path / db).unlink(missing_ok=True)
+    Home(home).create(path.name, small=True).close()
+    return path
 
 
 def start_pair(master: System, slave: System, name: str = "hb") -> None:

@@ -14,17 +14,16 @@ from __future__ import annotations
 import time
 
 import pytest
-from failover_kit import Writer, drained, keep_upto, pair, start_pair
+from failover_kit import Writer, drained, keep_upto, lose_system, pair, start_pair
 
 from d3hb.errors import D3hbError, Refused
 from d3hb.ops import failover, rejoin, saves
 from d3hb.ops import supervisor as sv
 from d3hb.ops.serverdefs import Definitions
 from d3hb.servers import status as st
-from d3hb.store import Home, System, Transaction, digests
+from d3hb.store import System, Transaction, digests
 from d3hb.store import apply as store_apply
 from d3hb.testing import oracle, procs
-
 
 
 def _crash_master(m: System, s: System, w: Writer, log: oracle.WriteLog) -> int:
@@ -135,13 +134,7 @@ def test_reseed_slave_while_master_takes_writes(home):
     w.start()
     w.wait_writes(300)
     # The backup system is lost: its database is gone.
-    procs.kill(s, "hb")
-    s_path = s.path
-    s.close()
-    (s_path / "system.db").unlink()
-    for extra in ("system.db-wal", "system.db-shm"):
-        (s_path / extra).unlink(missing_ok=True)
-    s = Home(home).create("backup", small=True)
+    s = System.open(lose_system(home, s))
     s2 = System.open(s.path)  # a fresh, empty system: defined as the slave again
     Definitions(s2).setup("hb", {"type": "S", "port": str(Definitions(m).get("hb").port), "code": procs.CODE, "timeout": "2", "check": "60"})
     s2.close()

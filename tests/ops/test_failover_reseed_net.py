@@ -11,7 +11,7 @@ Ends with the oracle.
 from __future__ import annotations
 
 import pytest
-from failover_kit import Writer, drained, pair, start_pair
+from failover_kit import Writer, drained, lose_system, pair, start_pair
 
 from d3hb.ops import netsave, saves, tsservers
 from d3hb.ops import supervisor as sv
@@ -41,12 +41,7 @@ def test_backup_reseeded_by_network_save_while_users_write(home):
     w.start()
     w.wait_writes(300)
     # The backup system is lost; users go on writing on the master, whose server keeps calling.
-    procs.kill(s, "hb")
-    s_path = s.path
-    s.close()
-    for name in ("system.db", "system.db-wal", "system.db-shm"):
-        (s_path / name).unlink(missing_ok=True)
-    Home(home).create("backup", small=True).close()
+    s_path = lose_system(home, s)
     w.wait_writes(200)
 
     vm = Home(home).create("vmrest", small=True)

@@ -16,7 +16,6 @@ from d3hb.store import apply as store_apply
 from d3hb.testing import oracle, procs
 
 
-
 def test_planned_switchover_under_steady_load(home):
     m, s, _ = pair(home)
     start_pair(m, s)

@@ -14,7 +14,6 @@ from d3hb.store import digests, messages
 from d3hb.testing import oracle, procs
 
 
-
 def run(capsys, *words: str) -> tuple[int, str, str]:
     status = main(list(words))
     out, err = capsys.readouterr()

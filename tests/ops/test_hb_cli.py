@@ -16,7 +16,6 @@ from d3hb.store import Home
 from d3hb.testing import procs
 
 
-
 def run(capsys, *words: str) -> tuple[int, str, str]:
     status = main(list(words))
     out, err = capsys.readouterr()

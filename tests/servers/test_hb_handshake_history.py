@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ops"))
 from failover_kit import drained, pair, start_pair  # noqa: E402
 
 
-
 def _swap_by_hand(old: System, new: System, name: str = "hb") -> None:
     """What 'setup type=S' does on the old master, minus its guard; the promoted system calls it."""
     md, sd = Definitions(old).get(name), Definitions(new).get(name)

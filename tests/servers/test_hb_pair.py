@@ -23,7 +23,6 @@ from d3hb.testing import oracle, procs
 N = 10_000
 
 
-
 def write_many(m: System, log: oracle.WriteLog, n: int, *, start: int = 0, per_txn: int = 100) -> None:
     """n updates over two files, one SQLite transaction per ``per_txn``; every 7th a delete."""
     inv, cust = m.file("acme", "inv"), m.file("acme", "cust")

@@ -15,7 +15,6 @@ from d3hb.testing import oracle, procs
 CODE = procs.CODE
 
 
-
 def write_many(m: System, log: oracle.WriteLog, n: int, *, start: int = 0, per_txn: int = 50, pause: float = 0.0) -> None:
     inv, cust = m.file("acme", "inv"), m.file("acme", "cust")
     for i in range(start, start + n, per_txn):

@@ -20,7 +20,6 @@ from d3hb.store.hashing import group
 from d3hb.testing import oracle, procs
 
 
-
 def bulk_fill(system: System, ref: str, n: int) -> None:
     """The same n items on both systems without replication (unlogged, one SQLite transaction)."""
     f = system.file_info("acme", ref)

@@ -14,7 +14,6 @@ from d3hb.store import hold as store_hold
 from d3hb.testing import oracle, procs
 
 
-
 def write_many(m: System, log: oracle.WriteLog, n: int, *, start: int = 0, per_txn: int = 100, pause: float = 0.0) -> None:
     inv, cust = m.file("acme", "inv"), m.file("acme", "cust")
     for i in range(start, start + n, per_txn):

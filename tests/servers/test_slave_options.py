@@ -43,7 +43,6 @@ expect output "Log slave update {log_slave_up}. Auto-create {auto_create_up}"
 """
 
 
-
 def cli(capsys, *words: str) -> str:
     status = main(list(words))
     out, err = capsys.readouterr()

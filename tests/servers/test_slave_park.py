@@ -10,7 +10,6 @@ from d3hb.store import park as store_park
 from d3hb.testing import oracle, procs
 
 
-
 def unreplicated_file(m, name: str, modulo: int = 7):
     """A file (and account) the slave never got: created D (not logged), then the file made DL."""
     m.create_account("shop", "D")

@@ -19,7 +19,6 @@ from d3hb.ops import failover, rejoin, verify
 from d3hb.store import Home, System
 
 
-
 @contextlib.contextmanager
 def _other(ctx: Context, req: Request, system: System, name: str, field: str = "peer") -> Iterator[System]:
     """The other system of the pair: ``peer=``, else the master definition's target."""

@@ -41,7 +41,6 @@ SERVER_FIELDS = (
 LIVE_OPTIONS = ("log-slave", "apply", "auto-create")  # a running slave takes these at once
 
 
-
 @action("hot-backup.start", "Start Server", "NAME")
 def start(ctx: Context, req: Request) -> None:
     with open_system(ctx) as s:
